@@ -1,0 +1,228 @@
+package keyring
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/credvault/credvault/internal/store"
+)
+
+// Options configure a Hierarchy; zero fields take the defaults.
+type Options struct {
+	// Domains is the number of key domains recorded when the deployment is
+	// first set up; afterwards the recorded number wins. Default 16.
+	Domains int
+	// DocumentTTL bounds how long a read domain or deployment document is
+	// trusted before it is read again. Default 1 min.
+	DocumentTTL time.Duration
+	Cache       *Cache           // default NewCache(CacheOptions{})
+	Now         func() time.Time // clock, for tests
+}
+
+// Hierarchy is the key tree below the CMK: the deployment record, the key
+// domains wrapped by the CMK, and the owner keyrings wrapped by the domains.
+// Key Vault sees only domain keys, so its calls grow with domains, never with
+// owners or requests.
+type Hierarchy struct {
+	cmk   Wrapper
+	meta  store.Metadata
+	cache *Cache
+	opt   Options
+
+	mu      sync.Mutex
+	dep     *docCache[deployment]
+	domains map[int]*docCache[Ring]
+}
+
+type docCache[T any] struct {
+	val     T
+	fetched time.Time
+}
+
+// deployment is the body of the deployment document: the recorded number of
+// domains and the index key (for owner hashes), wrapped by domain 0.
+type deployment struct {
+	Domains int       `json:"domains"`
+	Index   Ring      `json:"index"`
+	Created time.Time `json:"created"`
+}
+
+const deploymentID = "deployment"
+
+// New returns a hierarchy over cmk and meta. It does no I/O: the deployment
+// is read (or recorded) on first use.
+func New(cmk Wrapper, meta store.Metadata, opt Options) *Hierarchy {
+	if opt.Domains <= 0 {
+		opt.Domains = 16
+	}
+	if opt.DocumentTTL <= 0 {
+		opt.DocumentTTL = time.Minute
+	}
+	if opt.Cache == nil {
+		opt.Cache = NewCache(CacheOptions{Now: opt.Now})
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	return &Hierarchy{cmk: cmk, meta: meta, cache: opt.Cache, opt: opt, domains: map[int]*docCache[Ring]{}}
+}
+
+// Cache returns the cache of unwrapped keys.
+func (h *Hierarchy) Cache() *Cache { return h.cache }
+
+// Domains returns the deployment's number of key domains.
+func (h *Hierarchy) Domains(ctx context.Context) (int, error) {
+	d, err := h.deployment(ctx)
+	return d.Domains, err
+}
+
+// OwnerHash returns the keyed hash that stands for an owner in storage, blob
+// names and administration: HMAC-SHA256 under the deployment's index key,
+// 128 bits in hex. The raw owner id is never stored.
+func (h *Hierarchy) OwnerHash(ctx context.Context, owner string) (string, error) {
+	key, err := h.indexKey(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer clear(key)
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("credvault/v1 owner\x00"))
+	m.Write([]byte(owner))
+	return hex.EncodeToString(m.Sum(nil)[:16]), nil
+}
+
+func (h *Hierarchy) indexKey(ctx context.Context) ([]byte, error) {
+	d, err := h.deployment(ctx)
+	if err != nil {
+		return nil, err
+	}
+	v, ok := d.Index.Current()
+	if !ok {
+		return nil, fmt.Errorf("deployment index key: %w", ErrCorrupt)
+	}
+	w := domainWrapper{h: h, d: 0}
+	parent, err := w.parentID(ctx, v.Parent)
+	if err != nil {
+		return nil, err
+	}
+	return h.cache.Get(ctx, "index\x00"+string(v.Wrapped), parent, func(ctx context.Context) ([]byte, error) {
+		return v.Unwrap(ctx, w, indexAAD)
+	})
+}
+
+func indexAAD(n uint32) []byte {
+	return binary.BigEndian.AppendUint32([]byte("credvault/v1 index\x00"), n)
+}
+
+// deployment returns the deployment record, recording it on first use.
+func (h *Hierarchy) deployment(ctx context.Context) (deployment, error) {
+	h.mu.Lock()
+	c := h.dep
+	h.mu.Unlock()
+	if c != nil && h.opt.Now().Sub(c.fetched) < h.opt.DocumentTTL {
+		return c.val, nil
+	}
+	var d deployment
+	_, err := h.readOrCreate(ctx, deploymentID, store.KindDeployment, &d, func() error {
+		d = deployment{Domains: h.opt.Domains, Created: h.opt.Now().UTC()}
+		key, err := d.Index.Add(ctx, domainWrapper{h: h, d: 0}, indexAAD, h.opt.Now())
+		clear(key)
+		return err
+	})
+	if err != nil {
+		return deployment{}, fmt.Errorf("deployment record: %w", err)
+	}
+	if d.Domains <= 0 {
+		return deployment{}, fmt.Errorf("deployment record: %d domains: %w", d.Domains, ErrCorrupt)
+	}
+	h.mu.Lock()
+	h.dep = &docCache[deployment]{val: d, fetched: h.opt.Now()}
+	h.mu.Unlock()
+	return d, nil
+}
+
+// domainRing returns domain d's ring, creating the domain on first use. It
+// reads the document again when the cached copy is old or lacks version need.
+func (h *Hierarchy) domainRing(ctx context.Context, d int, need uint32) (Ring, error) {
+	h.mu.Lock()
+	c := h.domains[d]
+	h.mu.Unlock()
+	if c != nil && h.opt.Now().Sub(c.fetched) < h.opt.DocumentTTL {
+		if _, ok := c.val.Version(need); need == 0 || ok {
+			return c.val, nil
+		}
+	}
+	var r Ring
+	_, err := h.readOrCreate(ctx, domainID(d), store.KindDomain, &r, func() error {
+		r = Ring{}
+		key, err := r.Add(ctx, h.cmk, domainAAD(d), h.opt.Now())
+		clear(key)
+		return err
+	})
+	if err != nil {
+		return Ring{}, fmt.Errorf("key domain %d: %w", d, err)
+	}
+	h.mu.Lock()
+	h.domains[d] = &docCache[Ring]{val: r, fetched: h.opt.Now()}
+	h.mu.Unlock()
+	return r, nil
+}
+
+func domainID(d int) string { return fmt.Sprintf("domain-%04d", d) }
+
+func domainAAD(d int) AADFunc {
+	return func(n uint32) []byte {
+		b := binary.BigEndian.AppendUint32([]byte("credvault/v1 domain\x00"), uint32(d))
+		return binary.BigEndian.AppendUint32(b, n)
+	}
+}
+
+// domainKey returns the plaintext key of a domain version, through the cache.
+func (h *Hierarchy) domainKey(ctx context.Context, d int, v Version) ([]byte, error) {
+	return h.cache.Get(ctx, domainCacheID(v), "", func(ctx context.Context) ([]byte, error) {
+		return v.Unwrap(ctx, h.cmk, domainAAD(d))
+	})
+}
+
+func domainCacheID(v Version) string { return "domain\x00" + string(v.Wrapped) }
+
+// readOrCreate reads a document of the deployment partition into v, or
+// creates it with the body that create fills in. A lost creation race reads
+// the winner's document.
+func (h *Hierarchy) readOrCreate(ctx context.Context, id, kind string, v any, create func() error) (string, error) {
+	for range 3 {
+		it, err := h.meta.Get(ctx, store.Domains, id)
+		if err == nil {
+			if err := json.Unmarshal(it.Body, v); err != nil {
+				return "", fmt.Errorf("%s: %w", id, ErrCorrupt)
+			}
+			return it.ETag, nil
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return "", err
+		}
+		if err := create(); err != nil {
+			return "", err
+		}
+		body, err := json.Marshal(v)
+		if err != nil {
+			return "", err
+		}
+		etag, err := h.meta.Create(ctx, store.Item{Partition: store.Domains, ID: id, Kind: kind, Body: body})
+		if err == nil {
+			return etag, nil
+		}
+		if !errors.Is(err, store.ErrConflict) {
+			return "", err
+		}
+	}
+	return "", fmt.Errorf("%s: creation kept conflicting: %w", id, store.ErrConflict)
+}
