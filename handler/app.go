@@ -13,6 +13,7 @@ import (
 	"github.com/credvault/credvault/internal/httpapi"
 	"github.com/credvault/credvault/internal/identity"
 	"github.com/credvault/credvault/internal/keyring"
+	"github.com/credvault/credvault/internal/store"
 	"github.com/credvault/credvault/internal/store/embedded"
 	"github.com/credvault/credvault/internal/vault"
 )
@@ -22,6 +23,8 @@ type app struct {
 	handler http.Handler
 	keys    *keyring.Hierarchy
 	cmk     *cmk.Local
+	blobs   store.Blobs
+	meta    store.Metadata
 	dev     *identity.DevKey
 	close   func() error
 }
@@ -60,6 +63,8 @@ func openApp(cfg config.Config, log *slog.Logger) (*app, error) {
 		handler: httpapi.New(httpapi.Options{Vault: v, Auth: dev.Verifier(), Log: log}),
 		keys:    keys,
 		cmk:     key,
+		blobs:   blobs,
+		meta:    meta,
 		dev:     dev,
 		close:   func() error { return errors.Join(meta.Close()) },
 	}, nil

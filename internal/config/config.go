@@ -111,4 +111,3 @@ func (r *reader) duration(name string, def, lo, hi time.Duration) time.Duration 
 	}
 	return d
 }
-

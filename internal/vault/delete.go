@@ -78,7 +78,12 @@ func (v *Vault) update(ctx context.Context, owner, name, ifMatch string, change 
 	if err != nil {
 		return err
 	}
-	for range maxPutAttempts {
+	for attempt := range maxPutAttempts {
+		if attempt > 0 {
+			if err := backoff(ctx, attempt); err != nil {
+				return err
+			}
+		}
 		doc, etag, err := v.readSecret(ctx, oh, name)
 		if err != nil {
 			return err

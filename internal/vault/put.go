@@ -7,14 +7,17 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	mrand "math/rand/v2"
+	"time"
 
 	"github.com/credvault/credvault/internal/envelope"
 	"github.com/credvault/credvault/internal/keyring"
 )
 
-// maxPutAttempts bounds the retries of a put that loses a race to another
-// put of the same name (without a precondition of its own).
-const maxPutAttempts = 16
+// maxPutAttempts bounds the retries of a write that loses a race to another
+// write of the same name (without a precondition of its own); between
+// attempts the writer backs off for a random, growing while.
+const maxPutAttempts = 100
 
 // Put stores a new version of an owner's secret: blob first (create-only),
 // then the metadata document (compare-and-swap). Concurrent puts to one name
@@ -31,10 +34,13 @@ func (v *Vault) Put(ctx context.Context, owner string, req PutRequest) (Secret, 
 	if err != nil {
 		return Secret{}, backend("keyring", err)
 	}
-	for range maxPutAttempts {
+	for attempt := range maxPutAttempts {
 		s, err := v.putOnce(ctx, oh, ring, &req)
 		if !errors.Is(err, errRace) {
 			return s, err
+		}
+		if err := backoff(ctx, attempt); err != nil {
+			return Secret{}, err
 		}
 	}
 	return Secret{}, fmt.Errorf("put: too many concurrent writers: %w", ErrUnavailable)
@@ -105,6 +111,18 @@ func (v *Vault) putOnce(ctx context.Context, oh string, ring *keyring.Owner, req
 	v.dropBlobs(ctx, trimmed)
 	return Secret{Name: req.Name, Version: version, ContentType: vd.ContentType, Tags: vd.Tags,
 		CreatedAt: vd.Created, CreatedBy: vd.CreatedBy, ETag: newETag}, nil
+}
+
+// backoff waits a random time below min(attempt+1, 20) ms.
+func backoff(ctx context.Context, attempt int) error {
+	t := time.NewTimer(time.Duration(mrand.Int64N(int64(min(attempt+1, 20)) * int64(time.Millisecond))))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("put: %w", ctx.Err())
+	}
 }
 
 // blobName names a new ciphertext blob: the owner hash, then 128 random bits.

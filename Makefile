@@ -1,0 +1,48 @@
+# credvault — the two commands a newcomer needs are `make run` and `make test`.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+GO        ?= go
+DATA_DIR  ?= .data
+PORT      ?= 8080
+DIST      := dist
+APP       := $(DIST)/app
+PKGS      := ./...
+BENCHTIME ?= 2s
+
+.PHONY: help run build test lint bench package clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+run: ## serve on the embedded local backends (no Azure account needed)
+	CREDVAULT_DATA_DIR=$(DATA_DIR) FUNCTIONS_CUSTOMHANDLER_PORT=$(PORT) $(GO) run ./handler
+
+build: ## build the handler binary for this machine into bin/
+	$(GO) build -o bin/handler ./handler
+
+lint: ## gofmt and go vet
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.tools/*')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+test: lint ## every test, with the race detector
+	$(GO) test -race -count=1 $(PKGS)
+
+bench: ## the benchmarks (figures for the closing notes)
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./internal/envelope/ ./internal/keyring/ ./internal/store/embedded/ ./handler/
+
+package: ## the deployable Functions app folder and zip (linux/amd64)
+	rm -rf $(APP) $(DIST)/credvault.zip
+	mkdir -p $(APP)
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags='-s -w' -o $(APP)/handler ./handler
+	chmod 0755 $(APP)/handler
+	cp host.json $(APP)/
+	cp -R functions/. $(APP)/
+	command -v zip >/dev/null || { echo "installing zip"; apt-get install -y -q zip >/dev/null; }
+	cd $(APP) && zip -q -X -r ../credvault.zip .
+	@echo "$(DIST)/credvault.zip: $$(unzip -Z1 $(DIST)/credvault.zip | wc -l) files"
+
+clean: ## remove build output (not the data dir)
+	rm -rf bin $(DIST)
