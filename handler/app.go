@@ -21,6 +21,7 @@ import (
 // app is the wired service: the only place that picks concrete adapters.
 type app struct {
 	handler http.Handler
+	vault   *vault.Vault
 	keys    *keyring.Hierarchy
 	cmk     *cmk.Local
 	blobs   store.Blobs
@@ -61,6 +62,7 @@ func openApp(cfg config.Config, log *slog.Logger) (*app, error) {
 	v := vault.New(keys, blobs, meta, vault.Options{MaxVersions: cfg.MaxVersions})
 	return &app{
 		handler: httpapi.New(httpapi.Options{Vault: v, Auth: dev.Verifier(), Log: log}),
+		vault:   v,
 		keys:    keys,
 		cmk:     key,
 		blobs:   blobs,

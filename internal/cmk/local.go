@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/credvault/credvault/internal/keyring"
@@ -30,6 +31,8 @@ const LocalFile = "cmk.json"
 type Local struct {
 	path string
 	bits int
+
+	unwraps atomic.Uint64
 
 	mu   sync.Mutex
 	file localFile
@@ -112,12 +115,13 @@ func (l *Local) Unwrap(ctx context.Context, w keyring.Wrapped, aad []byte) ([]by
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("cmk unwrap: %w: %w", keyring.ErrUnavailable, err)
 	}
-	prefix := l.keyID("")
-	v, ok := strings.CutPrefix(w.KeyID, prefix)
+	l.mu.Lock()
+	v, ok := strings.CutPrefix(w.KeyID, l.keyID("")) // keyID reads l.file: under l.mu
 	if !ok {
+		l.mu.Unlock()
 		return nil, fmt.Errorf("cmk unwrap: key id of another key: %w", keyring.ErrRevoked)
 	}
-	l.mu.Lock()
+	l.unwraps.Add(1)
 	priv, err := l.key(v)
 	l.mu.Unlock()
 	if err != nil {
@@ -129,6 +133,9 @@ func (l *Local) Unwrap(ctx context.Context, w keyring.Wrapped, aad []byte) ([]by
 	}
 	return unbind(payload, aad)
 }
+
+// Unwraps returns how many unwraps were asked of this key so far.
+func (l *Local) Unwraps() uint64 { return l.unwraps.Load() }
 
 // Rotate adds a new version and makes it current, like Key Vault's rotation
 // policy does. It returns the new key id.

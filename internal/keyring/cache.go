@@ -119,7 +119,7 @@ func (c *Cache) Get(ctx context.Context, id, parent string, unwrap func(context.
 	if errors.Is(err, ErrUnavailable) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		if e := c.lookup(id, parent); e != nil && now.Sub(e.verified) < c.opt.TTL+c.opt.Grace {
+		if e := c.lookup(id, parent); e != nil && now.Sub(e.verified) < c.opt.TTL+c.opt.Grace && c.parentInGrace(parent, now) {
 			c.stale.Add(1)
 			return clone(e.key), nil
 		}
@@ -227,17 +227,53 @@ func (c *Cache) refresh(ctx context.Context, id, parent string, unwrap func(cont
 
 // store caches key under id, taking ownership of it; c.mu is held.
 func (c *Cache) store(id, parent string, key []byte) {
+	verified := c.verifiedAt(parent)
 	if el, ok := c.entries[id]; ok {
 		e := el.Value.(*entry)
 		clear(e.key)
-		e.key, e.parent, e.verified, e.refreshing = key, parent, c.opt.Now(), false
+		e.key, e.parent, e.verified, e.refreshing = key, parent, verified, false
 		c.lru.MoveToFront(el)
 		return
 	}
-	c.entries[id] = c.lru.PushFront(&entry{id: id, parent: parent, key: key, verified: c.opt.Now()})
+	c.entries[id] = c.lru.PushFront(&entry{id: id, parent: parent, key: key, verified: verified})
 	for c.lru.Len() > c.opt.MaxEntries {
 		c.remove(c.lru.Back())
 	}
+}
+
+// verifiedAt is when a key unwrapped now under parent counts as verified. A
+// key is trusted no longer than its parent: while the parent is fresh the
+// child expires with it, so a revocation seen by the parent's next unwrap
+// stops the child within one TTL of the parent's last unwrap; while the parent
+// is served stale the child's TTL ends with the parent's grace. A parent due
+// for refresh is being refreshed (the child's unwrap just asked for it): a
+// revoked answer drops it and, through lookup, the child. c.mu is held.
+func (c *Cache) verifiedAt(parent string) time.Time {
+	now := c.opt.Now()
+	el, ok := c.entries[parent]
+	if parent == "" || !ok {
+		return now
+	}
+	pv := el.Value.(*entry).verified
+	switch age := now.Sub(pv); {
+	case age < 0:
+		return now
+	case age < c.opt.TTL-c.opt.RefreshAhead:
+		return pv
+	case age >= c.opt.TTL && pv.Add(c.opt.Grace).Before(now):
+		return pv.Add(c.opt.Grace)
+	}
+	return now
+}
+
+// parentInGrace reports whether the parent of a key may still be served from
+// grace: a key is not served stale past its parent's grace. c.mu is held.
+func (c *Cache) parentInGrace(parent string, now time.Time) bool {
+	if parent == "" {
+		return true
+	}
+	el, ok := c.entries[parent]
+	return ok && now.Sub(el.Value.(*entry).verified) < c.opt.TTL+c.opt.Grace
 }
 
 // remove drops an entry and zeroes its key; c.mu is held.

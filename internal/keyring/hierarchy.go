@@ -113,7 +113,7 @@ func (h *Hierarchy) indexKey(ctx context.Context) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return h.cache.Get(ctx, "index\x00"+string(v.Wrapped), parent, func(ctx context.Context) ([]byte, error) {
+	return h.cache.Get(ctx, fmt.Sprintf("index\x00%d\x00%q\x00", v.N, v.Parent)+string(v.Wrapped), parent, func(ctx context.Context) ([]byte, error) {
 		return v.Unwrap(ctx, w, indexAAD)
 	})
 }
@@ -187,12 +187,17 @@ func domainAAD(d int) AADFunc {
 
 // domainKey returns the plaintext key of a domain version, through the cache.
 func (h *Hierarchy) domainKey(ctx context.Context, d int, v Version) ([]byte, error) {
-	return h.cache.Get(ctx, domainCacheID(v), "", func(ctx context.Context) ([]byte, error) {
+	return h.cache.Get(ctx, domainCacheID(d, v), "", func(ctx context.Context) ([]byte, error) {
 		return v.Unwrap(ctx, h.cmk, domainAAD(d))
 	})
 }
 
-func domainCacheID(v Version) string { return "domain\x00" + string(v.Wrapped) }
+// domainCacheID names a domain key version in the cache by everything its
+// unwrap binds (domain, version, CMK key id, wrapped bytes), so that a
+// document changed in any of them misses the cache and is unwrapped again.
+func domainCacheID(d int, v Version) string {
+	return fmt.Sprintf("domain\x00%d\x00%d\x00%q\x00", d, v.N, v.Parent) + string(v.Wrapped)
+}
 
 // readOrCreate reads a document of the deployment partition into v, or
 // creates it with the body that create fills in. A lost creation race reads

@@ -115,8 +115,10 @@ func (o *Owner) KEK(ctx context.Context, n uint32) ([]byte, error) {
 	})
 }
 
+// kekCacheID names a KEK version by everything its unwrap binds (owner,
+// version, domain key id, wrapped bytes), like domainCacheID.
 func kekCacheID(ownerHash string, v Version) string {
-	return "kek\x00" + ownerHash + "\x00" + string(v.Wrapped)
+	return fmt.Sprintf("kek\x00%q\x00%d\x00%q\x00", ownerHash, v.N, v.Parent) + string(v.Wrapped)
 }
 
 func kekAAD(ownerHash string) AADFunc {
@@ -189,7 +191,7 @@ func (w domainWrapper) parentID(ctx context.Context, keyID string) (string, erro
 	if err != nil {
 		return "", err
 	}
-	return domainCacheID(v), nil
+	return domainCacheID(w.d, v), nil
 }
 
 func (w domainWrapper) version(ctx context.Context, keyID string) (Version, error) {
