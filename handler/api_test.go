@@ -188,6 +188,7 @@ func TestBadRequestsChangeNothing(t *testing.T) {
 		{"missing version", "GET", "/api/credentials/keep?version=9", "", nil, 404},
 		{"limit zero", "GET", "/api/credentials?limit=0", "", nil, 400},
 		{"limit too big", "GET", "/api/credentials?limit=100000", "", nil, 400},
+		{"tampered continuation", "GET", "/api/credentials?continuation=%21%21", "", nil, 400},
 		{"purge not boolean", "DELETE", "/api/credentials/keep?purge=maybe", "", nil, 400},
 		{"erase without owner", "POST", "/api/admin/erase", `{}`, nil, 400},
 		{"unknown route", "GET", "/api/nothing", "", nil, 404},
@@ -249,6 +250,38 @@ func TestConcurrentPutsLoseNoVersion(t *testing.T) {
 	}
 	if g := e.do("GET", fmt.Sprintf("/api/credentials/hot?version=%d", writers*each+1), alice, nil); g.status != 404 {
 		t.Fatalf("a version past the writes exists: %d", g.status)
+	}
+}
+
+func TestListPages(t *testing.T) {
+	e := start(t)
+	alice := e.token("alice")
+	for i := range 5 {
+		e.do("PUT", fmt.Sprintf("/api/credentials/s%d", i), alice, `{"value":1}`)
+	}
+	e.do("PUT", "/api/credentials/other", e.token("bob"), `{"value":1}`)
+	var names []string
+	cont := ""
+	for range 10 {
+		r := e.do("GET", "/api/credentials?limit=2&continuation="+cont, alice, nil)
+		wantStatus(t, "list page", r, 200)
+		var p struct {
+			Items        []struct{ Name string }
+			Continuation string
+		}
+		decode(t, r.body, &p)
+		if len(p.Items) > 2 {
+			t.Fatalf("page of %d items with limit 2", len(p.Items))
+		}
+		for _, it := range p.Items {
+			names = append(names, it.Name)
+		}
+		if cont = p.Continuation; cont == "" {
+			break
+		}
+	}
+	if got := strings.Join(names, ","); got != "s0,s1,s2,s3,s4" {
+		t.Fatalf("pages gave %s, want s0..s4 in order, once each", got)
 	}
 }
 

@@ -16,6 +16,9 @@ var (
 	// ErrConflict: a create-only write found the item already there, or a
 	// compare-and-swap found a different ETag.
 	ErrConflict = errors.New("store: precondition failed")
+	// ErrInvalid: an argument the adapter cannot use, such as a malformed
+	// continuation token. Nothing was read or changed.
+	ErrInvalid = errors.New("store: invalid argument")
 	// ErrUnavailable: the backend could not be reached or answered with a
 	// transient failure (timeout, throttling, 5xx). Nothing was changed.
 	ErrUnavailable = errors.New("store: backend unavailable")

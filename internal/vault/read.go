@@ -100,6 +100,9 @@ func (v *Vault) list(ctx context.Context, partition string, opt ListOptions) (Pa
 		return Page{}, invalid("limit", "must be between 1 and %d", MaxListLimit)
 	}
 	p, err := v.meta.List(ctx, store.Query{Partition: partition, Kind: store.KindSecret, Limit: opt.Limit, Continuation: opt.Continuation})
+	if errors.Is(err, store.ErrInvalid) {
+		return Page{}, invalid("continuation", "is not a continuation token of this listing")
+	}
 	if err != nil {
 		return Page{}, backend("list metadata", err)
 	}

@@ -336,11 +336,11 @@ func (m *Metadata) List(ctx context.Context, q store.Query) (store.Page, error) 
 func decodeContinuation(cont, partition string) ([]byte, error) {
 	key, err := base64.RawURLEncoding.DecodeString(cont)
 	if err != nil {
-		return nil, errors.New("malformed continuation")
+		return nil, fmt.Errorf("malformed continuation: %w", store.ErrInvalid)
 	}
 	p, id, ok := strings.Cut(string(key), "\x00")
 	if !ok || validKey("partition", p) != nil || validKey("id", id) != nil || (partition != "" && p != partition) {
-		return nil, errors.New("malformed continuation")
+		return nil, fmt.Errorf("malformed continuation: %w", store.ErrInvalid)
 	}
 	return key, nil
 }
