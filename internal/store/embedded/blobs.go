@@ -52,6 +52,9 @@ type Blobs struct {
 	// not sync them again.
 	syncedDirs sync.Map
 	nSynced    atomic.Int64
+
+	// dirSyncs holds a groupSync per blob directory (by path).
+	dirSyncs sync.Map
 }
 
 // OpenBlobs opens the blob store rooted at dir, creating it (mode 0700) if
@@ -107,13 +110,13 @@ func (b *Blobs) Create(ctx context.Context, name string, data []byte) error {
 	if err := b.ensureDir(dir); err != nil {
 		return fmt.Errorf("create blob %q: %w", name, err)
 	}
-	tmp, err := b.writeTemp(data)
+	tmp, err := b.writeTemp(b.path(dir), data)
 	if err != nil {
 		return fmt.Errorf("create blob %q: %w", name, err)
 	}
-	defer os.Remove(tmp)
+	defer tmp.discard()
 	// Link, unlike rename, refuses to replace an existing name.
-	if err := os.Link(tmp, b.path(name)); err != nil {
+	if err := tmp.linkTo(b.path(name)); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			if info, serr := os.Lstat(b.path(name)); serr == nil && info.IsDir() {
 				return fmt.Errorf("create blob %q: %w: it is the directory of other blobs", name, ErrInvalidName)
@@ -122,17 +125,36 @@ func (b *Blobs) Create(ctx context.Context, name string, data []byte) error {
 		}
 		return fmt.Errorf("create blob %q: %w", name, err)
 	}
-	if err := syncDir(b.path(dir)); err != nil {
+	if err := b.syncDir(b.path(dir)); err != nil {
 		return fmt.Errorf("create blob %q: %w", name, err)
 	}
 	return nil
 }
 
-// writeTemp writes data to a new temp file, fsync'd, and returns its path.
-func (b *Blobs) writeTemp(data []byte) (string, error) {
+// syncDir fsyncs a blob directory, sharing the fsync with concurrent
+// callers (see groupSync).
+func (b *Blobs) syncDir(path string) error {
+	g, _ := b.dirSyncs.LoadOrStore(path, &groupSync{})
+	return g.(*groupSync).do(func() error { return syncDir(path) })
+}
+
+// tempFile is a blob's bytes, fsync'd, not yet under their name.
+type tempFile interface {
+	linkTo(path string) error // create-only: fs.ErrExist when path exists
+	discard()
+}
+
+// namedTemp is a temp file in the root's temp folder.
+type namedTemp string
+
+func (t namedTemp) linkTo(path string) error { return os.Link(string(t), path) }
+func (t namedTemp) discard()                 { os.Remove(string(t)) }
+
+// writeNamedTemp writes data to a new temp file, fsync'd.
+func (b *Blobs) writeNamedTemp(data []byte) (tempFile, error) {
 	f, err := os.CreateTemp(filepath.Join(b.root, tmpDir), "blob-*") // mode 0600
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	_, werr := f.Write(data)
 	if werr == nil {
@@ -143,9 +165,9 @@ func (b *Blobs) writeTemp(data []byte) (string, error) {
 	}
 	if werr != nil {
 		os.Remove(f.Name())
-		return "", werr
+		return nil, werr
 	}
-	return f.Name(), nil
+	return namedTemp(f.Name()), nil
 }
 
 // ensureDir creates the directory dir (relative, slash-separated) and its
