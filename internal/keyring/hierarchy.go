@@ -93,10 +93,16 @@ func (h *Hierarchy) OwnerHash(ctx context.Context, owner string) (string, error)
 		return "", err
 	}
 	defer clear(key)
-	m := hmac.New(sha256.New, key)
+	return ownerHash(key, owner), nil
+}
+
+// ownerHash is HMAC-SHA256(index key, "credvault/v1 owner" || 0x00 || owner),
+// first 16 bytes, in hex.
+func ownerHash(indexKey []byte, owner string) string {
+	m := hmac.New(sha256.New, indexKey)
 	m.Write([]byte("credvault/v1 owner\x00"))
 	m.Write([]byte(owner))
-	return hex.EncodeToString(m.Sum(nil)[:16]), nil
+	return hex.EncodeToString(m.Sum(nil)[:16])
 }
 
 func (h *Hierarchy) indexKey(ctx context.Context) ([]byte, error) {
