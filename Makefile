@@ -10,8 +10,11 @@ DIST      := dist
 APP       := $(DIST)/app
 PKGS      := ./...
 BENCHTIME ?= 2s
+TOOLS     := .tools
+NPM_DIR   := $(TOOLS)/npm
+NPM_STAMP := $(NPM_DIR)/.installed
 
-.PHONY: help run build test lint bench package clean
+.PHONY: help run build test lint bench package clean tools
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -27,8 +30,16 @@ lint: ## gofmt and go vet
 	if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet $(PKGS)
 
-test: lint ## every test, with the race detector
-	$(GO) test -race -count=1 $(PKGS)
+test: lint tools ## every test, with the race detector; starts the emulators it needs
+	CREDVAULT_EMULATORS_REQUIRED=1 $(GO) test -race -count=1 $(PKGS)
+
+tools: $(NPM_STAMP) ## install the test emulators (Azurite, cosmosdb-server) into .tools/, pinned by the lock file
+
+$(NPM_STAMP): internal/emulators/package.json internal/emulators/package-lock.json
+	mkdir -p $(NPM_DIR)
+	cp internal/emulators/package.json internal/emulators/package-lock.json $(NPM_DIR)/
+	cd $(NPM_DIR) && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	touch $@
 
 bench: ## the benchmarks (figures for the closing notes)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./internal/envelope/ ./internal/keyring/ ./internal/store/embedded/ ./handler/
@@ -44,5 +55,5 @@ package: ## the deployable Functions app folder and zip (linux/amd64)
 	cd $(APP) && zip -q -X -r ../credvault.zip .
 	@echo "$(DIST)/credvault.zip: $$(unzip -Z1 $(DIST)/credvault.zip | wc -l) files"
 
-clean: ## remove build output (not the data dir)
-	rm -rf bin $(DIST)
+clean: ## remove build output and installed tools (not the data dir)
+	rm -rf bin $(DIST) $(TOOLS)
