@@ -11,9 +11,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
+	"github.com/credvault/credvault/internal/cmk/cmktest"
 	"github.com/credvault/credvault/internal/keyring"
 )
 
@@ -70,6 +70,14 @@ func readKeyFile(t *testing.T, dir string) localFile {
 	return f
 }
 
+// TestLocalContract runs the contract every CMK adapter keeps.
+func TestLocalContract(t *testing.T) {
+	cmktest.TestWrapper(t, func(t *testing.T) cmktest.Harness {
+		l := openLocal(t, t.TempDir())
+		return cmktest.Harness{W: l, Rotate: l.Rotate, SetEnabled: l.SetEnabled}
+	})
+}
+
 func TestLocalCreatedOnFirstOpenAndReloaded(t *testing.T) {
 	dir := t.TempDir()
 	first := openLocal(t, dir)
@@ -117,22 +125,18 @@ func TestLocalWrapUnwrap(t *testing.T) {
 	if got, want := len(w.Bytes), testBits/8; got != want {
 		t.Fatalf("wrapped key is %d bytes, want %d (one RSA block)", got, want)
 	}
-	if bytes.Contains(w.Bytes, key) {
-		t.Fatal("the wrapped bytes contain the key")
-	}
 	if again := mustWrap(t, l, key, aad); bytes.Equal(again.Bytes, w.Bytes) {
 		t.Fatal("two wraps of one key are equal: OAEP is not randomized")
 	}
 	mustUnwrap(t, l, w, aad, key)
 }
 
+// TestLocalRotate checks what a rotation does to the key file; what it does
+// to wraps and unwraps is in the contract (cmktest).
 func TestLocalRotate(t *testing.T) {
 	dir := t.TempDir()
 	l := openLocal(t, dir)
 	old := l.Current()
-	key, aad := newKey(t), []byte("aad")
-	wOld := mustWrap(t, l, key, aad)
-
 	id, err := l.Rotate()
 	if err != nil {
 		t.Fatalf("Rotate: %v", err)
@@ -143,110 +147,33 @@ func TestLocalRotate(t *testing.T) {
 	if f := readKeyFile(t, dir); len(f.Versions) != 2 || "local:credvault-cmk/"+f.Current != id {
 		t.Fatalf("key file after Rotate: current %q with %d versions; want %q with 2", f.Current, len(f.Versions), id)
 	}
-	wNew := mustWrap(t, l, key, aad)
-	if wNew.KeyID != id {
-		t.Fatalf("Wrap after Rotate named %q, want %q", wNew.KeyID, id)
-	}
-	mustUnwrap(t, l, wOld, aad, key)
-	mustUnwrap(t, l, wNew, aad, key)
-
-	// Another version's key id on these bytes: the wrong RSA key.
-	swapped := keyring.Wrapped{KeyID: old, Bytes: wNew.Bytes}
-	_, err = l.Unwrap(context.Background(), swapped, aad)
-	if !errors.Is(err, keyring.ErrCorrupt) {
-		t.Fatalf("Unwrap of a new-version wrap named as the old version: err = %v, want %v", err, keyring.ErrCorrupt)
+	if w := mustWrap(t, l, newKey(t), []byte("aad")); w.KeyID != id {
+		t.Fatalf("Wrap after Rotate named %q, want %q", w.KeyID, id)
 	}
 }
 
-func TestLocalDisabledVersionIsRevoked(t *testing.T) {
-	l := openLocal(t, t.TempDir())
-	old := l.Current()
+// TestLocalSetEnabled checks the local ways of naming a version; what a
+// disabled version does is in the contract (cmktest).
+func TestLocalSetEnabled(t *testing.T) {
+	dir := t.TempDir()
+	l := openLocal(t, dir)
 	key, aad := newKey(t), []byte("aad")
-	wOld := mustWrap(t, l, key, aad)
-	if _, err := l.Rotate(); err != nil {
-		t.Fatal(err)
+	w := mustWrap(t, l, key, aad)
+	if err := l.SetEnabled(w.KeyID, false); err != nil {
+		t.Fatalf("SetEnabled(%s, false): %v", w.KeyID, err)
 	}
-	wNew := mustWrap(t, l, key, aad)
-
-	if err := l.SetEnabled(old, false); err != nil {
-		t.Fatalf("SetEnabled(%s, false): %v", old, err)
+	if f := readKeyFile(t, dir); f.Versions[0].Enabled {
+		t.Fatal("SetEnabled(false) left the version enabled in the key file")
 	}
-	_, err := l.Unwrap(context.Background(), wOld, aad)
-	if !errors.Is(err, keyring.ErrRevoked) {
+	if _, err := l.Unwrap(context.Background(), w, aad); !errors.Is(err, keyring.ErrRevoked) {
 		t.Fatalf("Unwrap under a disabled version: err = %v, want %v", err, keyring.ErrRevoked)
 	}
-	mustUnwrap(t, l, wNew, aad, key) // the other version is untouched
-
-	if err := l.SetEnabled(strings.TrimPrefix(old, "local:credvault-cmk/"), true); err != nil {
+	if err := l.SetEnabled(strings.TrimPrefix(w.KeyID, "local:credvault-cmk/"), true); err != nil {
 		t.Fatalf("SetEnabled(bare version, true): %v", err)
 	}
-	mustUnwrap(t, l, wOld, aad, key)
-
-	if err := l.SetEnabled(l.Current(), false); err != nil {
-		t.Fatal(err)
-	}
-	_, err = l.Wrap(context.Background(), key, aad)
-	if !errors.Is(err, keyring.ErrRevoked) {
-		t.Fatalf("Wrap with the current version disabled: err = %v, want %v", err, keyring.ErrRevoked)
-	}
+	mustUnwrap(t, l, w, aad, key)
 	if err := l.SetEnabled("local:credvault-cmk/0123", false); err == nil {
 		t.Fatal("SetEnabled of a version that does not exist succeeded")
-	}
-}
-
-func TestLocalUnwrapRefuses(t *testing.T) {
-	l := openLocal(t, t.TempDir())
-	key, aad := newKey(t), []byte("credvault/v1 domain\x00\x00\x00\x00\x01\x00\x00\x00\x01")
-	w := mustWrap(t, l, key, aad)
-	flip := func(i int) keyring.Wrapped {
-		b := bytes.Clone(w.Bytes)
-		b[(i+len(b))%len(b)] ^= 0x01
-		return keyring.Wrapped{KeyID: w.KeyID, Bytes: b}
-	}
-	named := func(id string) keyring.Wrapped { return keyring.Wrapped{KeyID: id, Bytes: w.Bytes} }
-	tests := []struct {
-		name    string
-		w       keyring.Wrapped
-		aad     []byte
-		wantErr error
-	}{
-		{"unknown version", named("local:credvault-cmk/00000000000000000000000000000000"), aad, keyring.ErrRevoked},
-		{"no version", named("local:credvault-cmk/"), aad, keyring.ErrRevoked},
-		{"another key's id", named("https://vault.example/keys/cmk/0123"), aad, keyring.ErrRevoked},
-		{"empty key id", named(""), aad, keyring.ErrRevoked},
-		{"wrong aad", w, []byte("credvault/v1 domain\x00\x00\x00\x00\x02\x00\x00\x00\x01"), keyring.ErrCorrupt},
-		{"no aad", w, nil, keyring.ErrCorrupt},
-		{"first byte flipped", flip(0), aad, keyring.ErrCorrupt},
-		{"middle byte flipped", flip(len(w.Bytes) / 2), aad, keyring.ErrCorrupt},
-		{"last byte flipped", flip(-1), aad, keyring.ErrCorrupt},
-		{"truncated", keyring.Wrapped{KeyID: w.KeyID, Bytes: w.Bytes[:len(w.Bytes)-1]}, aad, keyring.ErrCorrupt},
-		{"empty", keyring.Wrapped{KeyID: w.KeyID}, aad, keyring.ErrCorrupt},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := l.Unwrap(context.Background(), tt.w, tt.aad)
-			if !errors.Is(err, tt.wantErr) {
-				t.Fatalf("Unwrap: err = %v, want %v", err, tt.wantErr)
-			}
-			if got != nil {
-				t.Fatalf("a refused Unwrap returned %x", got)
-			}
-		})
-	}
-	mustUnwrap(t, l, w, aad, key) // refusals changed nothing
-}
-
-func TestLocalCanceledContext(t *testing.T) {
-	l := openLocal(t, t.TempDir())
-	key, aad := newKey(t), []byte("aad")
-	w := mustWrap(t, l, key, aad)
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if _, err := l.Wrap(ctx, key, aad); !errors.Is(err, keyring.ErrUnavailable) || !errors.Is(err, context.Canceled) {
-		t.Fatalf("Wrap with a canceled context: err = %v, want %v and %v", err, keyring.ErrUnavailable, context.Canceled)
-	}
-	if _, err := l.Unwrap(ctx, w, aad); !errors.Is(err, keyring.ErrUnavailable) || !errors.Is(err, context.Canceled) {
-		t.Fatalf("Unwrap with a canceled context: err = %v, want %v and %v", err, keyring.ErrUnavailable, context.Canceled)
 	}
 }
 
@@ -276,50 +203,6 @@ func TestLocalSecondInstanceSeesRotation(t *testing.T) {
 	mustUnwrap(t, a, w2, aad, key)
 	if f := readKeyFile(t, dir); len(f.Versions) != 3 {
 		t.Fatalf("after a rotation on each instance: %d versions in the file, want 3 (none lost)", len(f.Versions))
-	}
-}
-
-// TestLocalConcurrentUseWithRotation runs unwraps across rotations (which
-// reload the key file): run with -race.
-func TestLocalConcurrentUseWithRotation(t *testing.T) {
-	l := openLocal(t, t.TempDir())
-	key, aad := newKey(t), []byte("aad")
-	w := mustWrap(t, l, key, aad)
-	rotated := make(chan struct{})
-	errs := make(chan error, 9)
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Go(func() {
-			for done := false; !done; {
-				select {
-				case <-rotated:
-					done = true // one more after the rotation
-				default:
-				}
-				got, err := l.Unwrap(context.Background(), w, aad)
-				if err == nil && !bytes.Equal(got, key) {
-					err = errors.New("Unwrap returned another key")
-				}
-				if err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Go(func() {
-		defer close(rotated)
-		for range 3 {
-			if _, err := l.Rotate(); err != nil {
-				errs <- err
-				return
-			}
-		}
-	})
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatalf("Unwrap during a rotation: %v", err)
 	}
 }
 
