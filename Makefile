@@ -32,6 +32,8 @@ lint: ## gofmt and go vet
 
 test: lint tools ## every test, with the race detector; starts the emulators it needs
 	CREDVAULT_EMULATORS_REQUIRED=1 $(GO) test -race -count=1 $(PKGS)
+	@echo "The HTTP suite again, on the Azure adapters (Azurite, Cosmos DB emulator, Key Vault fake):"
+	CREDVAULT_EMULATORS_REQUIRED=1 CREDVAULT_TEST_BACKENDS=azure $(GO) test -race -count=1 ./handler/
 
 tools: $(NPM_STAMP) ## install the test emulators (Azurite, cosmosdb-server) into .tools/, pinned by the lock file
 
@@ -41,8 +43,10 @@ $(NPM_STAMP): internal/emulators/package.json internal/emulators/package-lock.js
 	cd $(NPM_DIR) && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
 	touch $@
 
-bench: ## the benchmarks (figures for the closing notes)
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./internal/envelope/ ./internal/keyring/ ./internal/store/embedded/ ./handler/
+bench: tools ## the benchmarks (figures for the closing notes); the Azure ones run against the emulators
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./internal/envelope/ ./internal/keyring/ ./internal/store/embedded/
+	$(GO) test -run '^$$' -bench 'InProcess|HTTP|ColdStart' -benchmem -benchtime $(BENCHTIME) ./handler/
+	$(GO) test -run '^$$' -bench 'Azure' -benchtime 1x ./handler/
 
 package: ## the deployable Functions app folder and zip (linux/amd64)
 	rm -rf $(APP) $(DIST)/credvault.zip

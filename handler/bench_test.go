@@ -213,7 +213,7 @@ func BenchmarkColdStartCMKUnwraps(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		unwraps += cold.cmk.Unwraps()
+		unwraps += cold.localCMK.Unwraps()
 		cold.close()
 	}
 	b.ReportMetric(float64(unwraps)/float64(b.N), "cmk-unwraps/10k-gets")

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -15,19 +17,33 @@ import (
 	"testing"
 	"time"
 
+	"github.com/credvault/credvault/internal/cmk"
+	"github.com/credvault/credvault/internal/cmk/kvfake"
 	"github.com/credvault/credvault/internal/config"
+	"github.com/credvault/credvault/internal/emulators"
 	"github.com/credvault/credvault/internal/identity"
+	"github.com/credvault/credvault/internal/store"
+	"github.com/credvault/credvault/internal/store/azureblob"
+	"github.com/credvault/credvault/internal/store/cosmos"
 )
 
-// testEnv is a running credvault over a data dir, as `make run` wires it.
+// testEnv is a running credvault over a data dir, as `make run` wires it,
+// or, with CREDVAULT_TEST_BACKENDS=azure, over the Azure adapters pointed at
+// Azurite, the Cosmos DB emulator and the Key Vault fake.
 type testEnv struct {
-	t    *testing.T
+	t    testing.TB
 	dir  string
 	env  map[string]string
+	deps deps
+	kv   *kvfake.Vault // the Key Vault fake, in azure mode
+	kid  string        // the fake CMK's current key id
 	app  *app
 	srv  *httptest.Server
 	logs *syncBuffer
 }
+
+// azureMode reports whether the suite runs on the Azure adapters.
+func azureMode() bool { return os.Getenv("CREDVAULT_TEST_BACKENDS") == "azure" }
 
 type syncBuffer struct {
 	mu sync.Mutex
@@ -48,26 +64,72 @@ func (s *syncBuffer) String() string {
 
 // start runs credvault on a fresh data dir; settings override the
 // environment it reads.
-func start(t *testing.T, settings ...string) *testEnv {
+func start(t testing.TB, settings ...string) *testEnv {
+	t.Helper()
+	return startWith(t, azureMode(), settings...)
+}
+
+// startWith starts credvault on the embedded backends or, when azure, on
+// the Azure adapters against the emulators and a Key Vault fake.
+func startWith(t testing.TB, azure bool, settings ...string) *testEnv {
 	t.Helper()
 	e := &testEnv{t: t, dir: t.TempDir(), env: map[string]string{}, logs: &syncBuffer{}}
 	for i := 0; i+1 < len(settings); i += 2 {
 		e.env[settings[i]] = settings[i+1]
 	}
 	e.env["CREDVAULT_DATA_DIR"] = e.dir
+	if azure {
+		e.useAzure()
+	}
 	e.open()
 	return e
 }
 
-func (e *testEnv) getenv(k string) string {
-	if v, ok := e.env[k]; ok {
-		return v
+// useAzure points the configuration at the emulators and a Key Vault fake,
+// with a container and a database of the test's own.
+func (e *testEnv) useAzure() {
+	e.kv = kvfake.New(e.t, kvfake.Options{})
+	e.kid = e.kv.CreateKey("credvault-cmk")
+	name := "t" + strings.ToLower(strings.ReplaceAll(randomName(), "-", ""))
+	for k, v := range map[string]string{
+		"CREDVAULT_KEYVAULT_URL":           e.kv.URL(),
+		"CREDVAULT_KEY_NAME":               "credvault-cmk",
+		"CREDVAULT_BLOB_CONNECTION_STRING": emulators.Blob(e.t),
+		"CREDVAULT_BLOB_CONTAINER":         name,
+		"CREDVAULT_COSMOS_ENDPOINT":        emulators.Cosmos(e.t),
+		"CREDVAULT_COSMOS_KEY":             emulators.CosmosKey,
+		"CREDVAULT_COSMOS_DATABASE":        name,
+		"CREDVAULT_CREATE_CONTAINERS":      "true",
+	} {
+		if _, set := e.env[k]; !set {
+			e.env[k] = v
+		}
 	}
-	if strings.HasPrefix(k, "CREDVAULT_") {
-		return os.Getenv(k) // lets CI point the suite at other backends
-	}
-	return ""
+	e.deps = deps{cred: e.kv.Credential(), keyVaultClient: e.kv.ClientOptions()}
 }
+
+func randomName() string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// setCMKEnabled enables or disables the CMK's current version, as a
+// customer revoking the key would.
+func (e *testEnv) setCMKEnabled(enabled bool) {
+	e.t.Helper()
+	var err error
+	if e.kv != nil {
+		err = e.kv.SetEnabled(e.kid, enabled)
+	} else {
+		err = e.app.localCMK.SetEnabled(e.app.localCMK.Current(), enabled)
+	}
+	if err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *testEnv) getenv(k string) string { return e.env[k] }
 
 func (e *testEnv) open() {
 	e.t.Helper()
@@ -76,8 +138,15 @@ func (e *testEnv) open() {
 		e.t.Fatal(err)
 	}
 	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	if e.app, err = openApp(cfg, log); err != nil {
+	if e.app, err = openAppWith(cfg, log, e.deps); err != nil {
 		e.t.Fatal(err)
+	}
+	if e.kv != nil { // the suite must really run on the Azure adapters
+		_, blobOK := e.app.blobs.(*azureblob.Blobs)
+		_, metaOK := e.app.meta.(*cosmos.Metadata)
+		if _, kvOK := e.app.cmk.(*cmk.KeyVault); !blobOK || !metaOK || !kvOK {
+			e.t.Fatalf("azure mode wired %T, %T, %T", e.app.blobs, e.app.meta, e.app.cmk)
+		}
 	}
 	e.srv = httptest.NewServer(e.app.handler)
 	e.t.Cleanup(e.close)
@@ -117,7 +186,7 @@ type response struct {
 	body   []byte
 }
 
-func (r response) json(t *testing.T) map[string]any {
+func (r response) json(t testing.TB) map[string]any {
 	t.Helper()
 	var m map[string]any
 	if err := json.Unmarshal(r.body, &m); err != nil {
@@ -172,7 +241,7 @@ func (e *testEnv) do(method, path, tok string, body any, headers ...string) resp
 	return response{status: resp.StatusCode, header: resp.Header, body: b}
 }
 
-func wantStatus(t *testing.T, what string, r response, want int) {
+func wantStatus(t testing.TB, what string, r response, want int) {
 	t.Helper()
 	if r.status != want {
 		t.Fatalf("%s: status = %d, want %d (body %s)", what, r.status, want, r.body)
@@ -180,7 +249,7 @@ func wantStatus(t *testing.T, what string, r response, want int) {
 }
 
 // wantProblem checks a problem+json answer with a correlation id.
-func wantProblem(t *testing.T, what string, r response, want int) {
+func wantProblem(t testing.TB, what string, r response, want int) {
 	t.Helper()
 	wantStatus(t, what, r, want)
 	if ct := r.header.Get("Content-Type"); ct != "application/problem+json" {
@@ -192,29 +261,62 @@ func wantProblem(t *testing.T, what string, r response, want int) {
 	}
 }
 
-// files returns every regular file under the data dir with its bytes.
-func (e *testEnv) files() map[string][]byte {
+// atRest returns everything the service keeps: the data dir's files, every
+// blob and every metadata document (body and ETag), by a readable key.
+func (e *testEnv) atRest() map[string][]byte {
 	e.t.Helper()
+	ctx := context.Background()
 	out := map[string][]byte{}
 	filepath.WalkDir(e.dir, func(p string, d os.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() {
+		if err == nil && d.Type().IsRegular() && !strings.HasSuffix(p, "metadata.db") {
 			if b, err := os.ReadFile(p); err == nil {
-				out[p] = b
+				out["file:"+p] = b
 			}
 		}
 		return nil
 	})
-	return out
-}
-
-// blobFiles returns the ciphertext files.
-func (e *testEnv) blobFiles() []string {
-	e.t.Helper()
-	var out []string
-	for p := range e.files() {
-		if strings.HasPrefix(p, filepath.Join(e.dir, "blobs")+string(filepath.Separator)) && !strings.Contains(filepath.Base(p), ".tmp") && !strings.HasPrefix(filepath.Base(p), ".") {
-			out = append(out, p)
+	for _, name := range e.blobNames() {
+		b, err := e.app.blobs.Read(ctx, name)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		out["blob:"+name] = b
+	}
+	for _, kind := range []string{store.KindSecret, store.KindKeyring, store.KindDomain, store.KindDeployment} {
+		cont := ""
+		for {
+			p, err := e.app.meta.List(ctx, store.Query{Kind: kind, Limit: 1000, Continuation: cont})
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			for _, it := range p.Items {
+				out["meta:"+it.Partition+"/"+it.ID] = append([]byte(it.ETag+"\n"), it.Body...)
+			}
+			if cont = p.Continuation; cont == "" {
+				break
+			}
 		}
 	}
 	return out
 }
+
+// blobNames lists every ciphertext blob through the port.
+func (e *testEnv) blobNames() []string {
+	e.t.Helper()
+	var out []string
+	cont := ""
+	for {
+		p, err := e.app.blobs.List(context.Background(), "", cont, 1000)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		for _, b := range p.Blobs {
+			out = append(out, b.Name)
+		}
+		if cont = p.Continuation; cont == "" {
+			return out
+		}
+	}
+}
+
+func TestMain(m *testing.M) { emulators.Main(m) }

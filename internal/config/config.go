@@ -5,6 +5,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -22,6 +23,40 @@ type Config struct {
 	KeyGrace    time.Duration // CREDVAULT_KEY_GRACE
 	LogLevel    string        // CREDVAULT_LOG_LEVEL: debug, info, warn, error
 	InAzure     bool          // WEBSITE_INSTANCE_ID is set: running on App Service / Functions
+
+	KeyVault KeyVault // the CMK in Key Vault; zero: the local key file
+	Blob     Blob     // ciphertext in Blob Storage; zero: files in the data dir
+	Cosmos   Cosmos   // metadata in Cosmos DB; zero: the embedded database
+
+	// CreateContainers creates the blob container and the Cosmos database
+	// and container at start when missing (CREDVAULT_CREATE_CONTAINERS), for
+	// emulators and first runs; in Azure the infrastructure creates them.
+	CreateContainers bool
+	// ManagedIdentityClientID selects a user-assigned managed identity
+	// (AZURE_CLIENT_ID); in Azure the managed identity is the credential.
+	ManagedIdentityClientID string
+}
+
+// KeyVault locates the customer-managed key.
+type KeyVault struct {
+	URL     string // CREDVAULT_KEYVAULT_URL, https://<vault>.vault.azure.net/ (or a Managed HSM)
+	KeyName string // CREDVAULT_KEY_NAME
+}
+
+// Blob locates the ciphertext container: an account URL (managed identity)
+// or a connection string (Azurite).
+type Blob struct {
+	AccountURL       string // CREDVAULT_BLOB_ACCOUNT_URL
+	ConnectionString string // CREDVAULT_BLOB_CONNECTION_STRING, for Azurite only
+	Container        string // CREDVAULT_BLOB_CONTAINER
+}
+
+// Cosmos locates the metadata container.
+type Cosmos struct {
+	Endpoint  string // CREDVAULT_COSMOS_ENDPOINT
+	Key       string // CREDVAULT_COSMOS_KEY, for the emulator only
+	Database  string // CREDVAULT_COSMOS_DATABASE
+	Container string // CREDVAULT_COSMOS_CONTAINER
 }
 
 // Auth modes.
@@ -41,7 +76,29 @@ func Load(getenv func(string) string) (Config, error) {
 		KeyGrace:    r.duration("CREDVAULT_KEY_GRACE", 24*time.Hour, 0, 7*24*time.Hour),
 		LogLevel:    r.str("CREDVAULT_LOG_LEVEL", "info"),
 		InAzure:     getenv("WEBSITE_INSTANCE_ID") != "",
+		KeyVault: KeyVault{
+			URL:     r.str("CREDVAULT_KEYVAULT_URL", ""),
+			KeyName: r.str("CREDVAULT_KEY_NAME", ""),
+		},
+		Blob: Blob{
+			AccountURL:       r.str("CREDVAULT_BLOB_ACCOUNT_URL", ""),
+			ConnectionString: r.str("CREDVAULT_BLOB_CONNECTION_STRING", ""),
+		},
+		Cosmos: Cosmos{
+			Endpoint: r.str("CREDVAULT_COSMOS_ENDPOINT", ""),
+			Key:      r.str("CREDVAULT_COSMOS_KEY", ""),
+		},
+		CreateContainers:        r.bool("CREDVAULT_CREATE_CONTAINERS", false),
+		ManagedIdentityClientID: r.str("AZURE_CLIENT_ID", ""),
 	}
+	if c.Blob != (Blob{}) {
+		c.Blob.Container = r.str("CREDVAULT_BLOB_CONTAINER", "ciphertext")
+	}
+	if c.Cosmos != (Cosmos{}) {
+		c.Cosmos.Database = r.str("CREDVAULT_COSMOS_DATABASE", "credvault")
+		c.Cosmos.Container = r.str("CREDVAULT_COSMOS_CONTAINER", "metadata")
+	}
+	r.backends(&c)
 	host := r.str("CREDVAULT_LISTEN_HOST", "127.0.0.1")
 	port := r.int("FUNCTIONS_CUSTOMHANDLER_PORT", 8080, 1, 65535)
 	c.ListenAddr = net.JoinHostPort(host, strconv.Itoa(port))
@@ -59,13 +116,64 @@ func Load(getenv func(string) string) (Config, error) {
 	default:
 		r.fail("CREDVAULT_AUTH_MODE", fmt.Sprintf("%q is not supported by this build (supported: dev)", c.AuthMode))
 	}
-	if c.InAzure {
-		r.fail("CREDVAULT_DATA_DIR", "the local key file and embedded stores are refused when running in Azure (WEBSITE_INSTANCE_ID is set); configure Key Vault and Azure storage")
-	}
 	if r.err != nil {
 		return Config{}, r.err
 	}
 	return c, nil
+}
+
+// backends checks the backend settings: each Azure backend complete and
+// well-formed, and in Azure no local stand-in at all.
+func (r *reader) backends(c *Config) {
+	kv := c.KeyVault
+	switch {
+	case kv.URL == "" && kv.KeyName != "":
+		r.fail("CREDVAULT_KEYVAULT_URL", "is required with CREDVAULT_KEY_NAME")
+	case kv.URL != "" && kv.KeyName == "":
+		r.fail("CREDVAULT_KEY_NAME", "is required with CREDVAULT_KEYVAULT_URL")
+	case kv.URL != "" && !isHTTPS(kv.URL):
+		r.fail("CREDVAULT_KEYVAULT_URL", "must be an https URL")
+	}
+	b := c.Blob
+	switch {
+	case b.AccountURL != "" && b.ConnectionString != "":
+		r.fail("CREDVAULT_BLOB_ACCOUNT_URL", "and CREDVAULT_BLOB_CONNECTION_STRING exclude each other")
+	case b.AccountURL != "" && !isHTTPS(b.AccountURL):
+		r.fail("CREDVAULT_BLOB_ACCOUNT_URL", "must be an https URL")
+	case b.ConnectionString != "" && c.InAzure:
+		r.fail("CREDVAULT_BLOB_CONNECTION_STRING", "is for Azurite only; in Azure set CREDVAULT_BLOB_ACCOUNT_URL (managed identity)")
+	}
+	cs := c.Cosmos
+	switch {
+	case cs.Endpoint == "" && cs.Key != "":
+		r.fail("CREDVAULT_COSMOS_ENDPOINT", "is required with CREDVAULT_COSMOS_KEY")
+	case cs.Endpoint != "" && !isHTTPURL(cs.Endpoint):
+		r.fail("CREDVAULT_COSMOS_ENDPOINT", "must be an http(s) URL")
+	case cs.Key != "" && c.InAzure:
+		r.fail("CREDVAULT_COSMOS_KEY", "is for the emulator only; in Azure local authentication is off and the managed identity is used")
+	case cs.Endpoint != "" && cs.Key == "" && !isHTTPS(cs.Endpoint):
+		r.fail("CREDVAULT_COSMOS_ENDPOINT", "must be https with Entra authentication")
+	}
+	if c.InAzure {
+		switch {
+		case kv.URL == "":
+			r.fail("CREDVAULT_KEYVAULT_URL", "is required when running in Azure (WEBSITE_INSTANCE_ID is set): the local key file is refused there")
+		case b.AccountURL == "":
+			r.fail("CREDVAULT_BLOB_ACCOUNT_URL", "is required when running in Azure (WEBSITE_INSTANCE_ID is set): the embedded stores are refused there")
+		case cs.Endpoint == "":
+			r.fail("CREDVAULT_COSMOS_ENDPOINT", "is required when running in Azure (WEBSITE_INSTANCE_ID is set): the embedded stores are refused there")
+		}
+	}
+}
+
+func isHTTPS(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && u.Scheme == "https" && u.Host != ""
+}
+
+func isHTTPURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != ""
 }
 
 type reader struct {
@@ -84,6 +192,19 @@ func (r *reader) str(name, def string) string {
 		return v
 	}
 	return def
+}
+
+func (r *reader) bool(name string, def bool) bool {
+	v := strings.TrimSpace(r.getenv(name))
+	if v == "" {
+		return def
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		r.fail(name, "must be true or false")
+		return def
+	}
+	return b
 }
 
 func (r *reader) int(name string, def, lo, hi int) int {

@@ -54,6 +54,12 @@ func TestBadSettingsStopWithOneLine(t *testing.T) {
 		{"CREDVAULT_LOG_LEVEL", "loud", "CREDVAULT_LOG_LEVEL"},
 		{"CREDVAULT_AUTH_MODE", "none", "CREDVAULT_AUTH_MODE"},
 		{"WEBSITE_INSTANCE_ID", "abc123", "running in Azure"},
+		{"CREDVAULT_KEYVAULT_URL", "https://v.vault.azure.net/", "CREDVAULT_KEY_NAME"},
+		{"CREDVAULT_KEY_NAME", "cmk", "CREDVAULT_KEYVAULT_URL"},
+		{"CREDVAULT_BLOB_ACCOUNT_URL", "http://acct.blob.core.windows.net/", "CREDVAULT_BLOB_ACCOUNT_URL"},
+		{"CREDVAULT_COSMOS_KEY", "k", "CREDVAULT_COSMOS_ENDPOINT"},
+		{"CREDVAULT_COSMOS_ENDPOINT", "http://cosmos.example/", "must be https"},
+		{"CREDVAULT_CREATE_CONTAINERS", "sometimes", "CREDVAULT_CREATE_CONTAINERS"},
 	} {
 		t.Run(c.name+"="+c.value, func(t *testing.T) {
 			_, err := Load(env(c.name, c.value))
@@ -64,5 +70,31 @@ func TestBadSettingsStopWithOneLine(t *testing.T) {
 				t.Fatalf("error %q: want one line naming %s", msg, c.want)
 			}
 		})
+	}
+}
+
+func TestAzureBackends(t *testing.T) {
+	c, err := Load(env("CREDVAULT_KEYVAULT_URL", "https://v.vault.azure.net/", "CREDVAULT_KEY_NAME", "cmk",
+		"CREDVAULT_BLOB_CONNECTION_STRING", "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1",
+		"CREDVAULT_COSMOS_ENDPOINT", "http://127.0.0.1:8081/", "CREDVAULT_COSMOS_KEY", "k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.KeyVault.KeyName != "cmk" || c.Blob.Container != "ciphertext" || c.Cosmos.Database != "credvault" || c.Cosmos.Container != "metadata" {
+		t.Fatalf("backends: %+v %+v %+v", c.KeyVault, c.Blob, c.Cosmos)
+	}
+	// In Azure: managed identity only, every backend required, no local stand-in.
+	for _, kv := range [][]string{
+		{"CREDVAULT_BLOB_CONNECTION_STRING", "x", "Azurite only"},
+		{"CREDVAULT_COSMOS_KEY", "k", "emulator only"},
+	} {
+		_, err := Load(env("WEBSITE_INSTANCE_ID", "i", kv[0], kv[1], "CREDVAULT_COSMOS_ENDPOINT", "https://c.documents.azure.com/"))
+		if err == nil || !strings.Contains(err.Error(), kv[0]) {
+			t.Errorf("in Azure %s accepted or not named: %v", kv[0], err)
+		}
+	}
+	_, err = Load(env("WEBSITE_INSTANCE_ID", "i", "CREDVAULT_AUTH_MODE", "dev"))
+	if err == nil {
+		t.Fatal("Azure start without backends accepted")
 	}
 }
