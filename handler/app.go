@@ -35,17 +35,20 @@ type app struct {
 	localCMK *cmk.Local // nil when the CMK is in Key Vault
 	blobs    store.Blobs
 	meta     store.Metadata
-	dev      *identity.DevKey
+	dev      *identity.DevKey // dev mode only
 	close    func() error
 }
 
 // deps are what tests inject in place of the process's own: the Azure
-// credential and the Key Vault client options (a fake's TLS trust), and
-// the key cache (off, for the naive baseline).
+// credential and the Key Vault client options (a fake's TLS trust), the
+// key cache (off, for the naive baseline), and the Entra authority's HTTP
+// client (a fake authority's TLS trust) and clock.
 type deps struct {
-	cred           azcore.TokenCredential
-	keyVaultClient *azkeys.ClientOptions
-	cache          *keyring.CacheOptions
+	cred            azcore.TokenCredential
+	keyVaultClient  *azkeys.ClientOptions
+	cache           *keyring.CacheOptions
+	authorityClient *http.Client
+	authClock       func() time.Time
 }
 
 func openApp(cfg config.Config, log *slog.Logger) (*app, error) {
@@ -154,16 +157,19 @@ func openAppWith(cfg config.Config, log *slog.Logger, d deps) (a *app, err error
 		a.meta = m
 	}
 
-	if a.dev, err = identity.LoadOrCreateDevKey(cfg.DataDir); err != nil {
+	auth, err := authenticator(cfg, d)
+	if err != nil {
 		return nil, err
 	}
+	closers = append(closers, auth.close)
+	a.dev = auth.dev
 	cacheOpt := keyring.CacheOptions{TTL: cfg.KeyTTL, Grace: cfg.KeyGrace}
 	if d.cache != nil {
 		cacheOpt = *d.cache
 	}
 	a.keys = keyring.New(a.cmk, a.meta, keyring.Options{Domains: cfg.KeyDomains, Cache: keyring.NewCache(cacheOpt)})
 	a.vault = vault.New(a.keys, a.blobs, a.meta, vault.Options{MaxVersions: cfg.MaxVersions})
-	a.handler = httpapi.New(httpapi.Options{Vault: a.vault, Auth: a.dev.Verifier(), Log: log})
+	a.handler = httpapi.New(httpapi.Options{Vault: a.vault, Auth: auth, Log: log})
 	return a, nil
 }
 

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/credvault/credvault/internal/identity"
 )
 
 // Config is every setting credvault reads. The names are the environment
@@ -16,13 +18,18 @@ import (
 type Config struct {
 	DataDir     string        // CREDVAULT_DATA_DIR: every embedded file
 	ListenAddr  string        // CREDVAULT_LISTEN_HOST + FUNCTIONS_CUSTOMHANDLER_PORT
-	AuthMode    string        // CREDVAULT_AUTH_MODE: dev (entra and easyauth come later)
+	AuthMode    string        // CREDVAULT_AUTH_MODE: entra (default in Azure), easyauth, dev (default elsewhere)
 	KeyDomains  int           // CREDVAULT_KEY_DOMAINS: recorded at first start
 	MaxVersions int           // CREDVAULT_MAX_VERSIONS
 	KeyTTL      time.Duration // CREDVAULT_KEY_CACHE_TTL
 	KeyGrace    time.Duration // CREDVAULT_KEY_GRACE
 	LogLevel    string        // CREDVAULT_LOG_LEVEL: debug, info, warn, error
 	InAzure     bool          // WEBSITE_INSTANCE_ID is set: running on App Service / Functions
+
+	Entra Entra // the Entra authority, tenants, audiences and role map (entra and easyauth modes)
+	// EasyAuthEnabled: the platform says App Service Authentication is on
+	// (WEBSITE_AUTH_ENABLED=True); easyauth mode requires it.
+	EasyAuthEnabled bool
 
 	KeyVault KeyVault // the CMK in Key Vault; zero: the local key file
 	Blob     Blob     // ciphertext in Blob Storage; zero: files in the data dir
@@ -35,6 +42,16 @@ type Config struct {
 	// ManagedIdentityClientID selects a user-assigned managed identity
 	// (AZURE_CLIENT_ID); in Azure the managed identity is the credential.
 	ManagedIdentityClientID string
+}
+
+// Entra says whose Microsoft Entra tokens are accepted.
+type Entra struct {
+	Authority string   // CREDVAULT_ENTRA_AUTHORITY, https, no path; default https://login.microsoftonline.com
+	Tenants   []string // CREDVAULT_ENTRA_TENANTS, comma-separated tenant ids (GUIDs), lower case
+	Audiences []string // CREDVAULT_ENTRA_AUDIENCES, comma-separated: client id and/or application id URI
+	// RoleMap is CREDVAULT_ENTRA_ROLE_MAP, "claimValue=Role,…": app-role and
+	// scope values to the six roles. Nil: each role's own name maps to it.
+	RoleMap map[string]identity.Role
 }
 
 // KeyVault locates the customer-managed key.
@@ -61,21 +78,28 @@ type Cosmos struct {
 
 // Auth modes.
 const (
-	AuthDev = "dev"
+	AuthEntra    = "entra"    // verify Entra access tokens (the production default)
+	AuthEasyAuth = "easyauth" // trust X-MS-CLIENT-PRINCIPAL from App Service Authentication
+	AuthDev      = "dev"      // locally minted tokens; refused in Azure
 )
 
 // Load reads the configuration from getenv (os.Getenv in main).
 func Load(getenv func(string) string) (Config, error) {
 	r := reader{getenv: getenv}
+	inAzure := getenv("WEBSITE_INSTANCE_ID") != ""
+	defaultMode := AuthDev
+	if inAzure {
+		defaultMode = AuthEntra
+	}
 	c := Config{
 		DataDir:     r.str("CREDVAULT_DATA_DIR", ".data"),
-		AuthMode:    r.str("CREDVAULT_AUTH_MODE", AuthDev),
+		AuthMode:    r.str("CREDVAULT_AUTH_MODE", defaultMode),
 		KeyDomains:  r.int("CREDVAULT_KEY_DOMAINS", 16, 1, 1024),
 		MaxVersions: r.int("CREDVAULT_MAX_VERSIONS", 25, 1, 1000),
 		KeyTTL:      r.duration("CREDVAULT_KEY_CACHE_TTL", 10*time.Minute, time.Second, 24*time.Hour),
 		KeyGrace:    r.duration("CREDVAULT_KEY_GRACE", 24*time.Hour, 0, 7*24*time.Hour),
 		LogLevel:    r.str("CREDVAULT_LOG_LEVEL", "info"),
-		InAzure:     getenv("WEBSITE_INSTANCE_ID") != "",
+		InAzure:     inAzure,
 		KeyVault: KeyVault{
 			URL:     r.str("CREDVAULT_KEYVAULT_URL", ""),
 			KeyName: r.str("CREDVAULT_KEY_NAME", ""),
@@ -108,18 +132,95 @@ func Load(getenv func(string) string) (Config, error) {
 	default:
 		r.fail("CREDVAULT_LOG_LEVEL", "must be debug, info, warn or error")
 	}
-	switch c.AuthMode {
-	case AuthDev:
-		if c.InAzure {
-			r.fail("CREDVAULT_AUTH_MODE", "dev tokens are refused when running in Azure (WEBSITE_INSTANCE_ID is set)")
-		}
-	default:
-		r.fail("CREDVAULT_AUTH_MODE", fmt.Sprintf("%q is not supported by this build (supported: dev)", c.AuthMode))
-	}
+	r.auth(&c)
 	if r.err != nil {
 		return Config{}, r.err
 	}
 	return c, nil
+}
+
+// auth reads and checks the settings of the auth mode: entra needs tenants
+// and audiences, easyauth needs tenants and the platform's word that App
+// Service Authentication is on, dev is refused in Azure.
+func (r *reader) auth(c *Config) {
+	mode := "CREDVAULT_AUTH_MODE=" + c.AuthMode
+	switch c.AuthMode {
+	case AuthDev:
+		if c.InAzure {
+			r.fail("CREDVAULT_AUTH_MODE", "dev tokens are refused when running in Azure (WEBSITE_INSTANCE_ID is set); use entra or easyauth")
+		}
+		return
+	case AuthEntra, AuthEasyAuth:
+	default:
+		r.fail("CREDVAULT_AUTH_MODE", fmt.Sprintf("%q is not an auth mode (entra, easyauth, dev)", c.AuthMode))
+		return
+	}
+	authority, err := identity.ParseAuthority(r.str("CREDVAULT_ENTRA_AUTHORITY", ""))
+	if err != nil {
+		r.fail("CREDVAULT_ENTRA_AUTHORITY", "must be an https URL without a path, like "+identity.DefaultAuthority)
+	}
+	c.Entra = Entra{
+		Authority: authority,
+		Tenants:   r.list("CREDVAULT_ENTRA_TENANTS"),
+		Audiences: r.list("CREDVAULT_ENTRA_AUDIENCES"),
+		RoleMap:   r.roleMap("CREDVAULT_ENTRA_ROLE_MAP"),
+	}
+	if len(c.Entra.Tenants) == 0 {
+		r.fail("CREDVAULT_ENTRA_TENANTS", "is required with "+mode+": the comma-separated ids (GUIDs) of the tenants whose callers are accepted")
+	}
+	for i, tid := range c.Entra.Tenants {
+		if !identity.IsTenantID(tid) {
+			r.fail("CREDVAULT_ENTRA_TENANTS", fmt.Sprintf("entry %d is not a tenant id (a GUID, not a domain name or common)", i+1))
+		}
+		c.Entra.Tenants[i] = strings.ToLower(tid)
+	}
+	switch c.AuthMode {
+	case AuthEntra:
+		if len(c.Entra.Audiences) == 0 {
+			r.fail("CREDVAULT_ENTRA_AUDIENCES", "is required with "+mode+": the API's client id and/or application id URI (api://…), comma-separated")
+		}
+	case AuthEasyAuth:
+		c.EasyAuthEnabled = strings.EqualFold(strings.TrimSpace(r.getenv("WEBSITE_AUTH_ENABLED")), "true")
+		if !c.EasyAuthEnabled {
+			r.fail("CREDVAULT_AUTH_MODE", "easyauth is refused: WEBSITE_AUTH_ENABLED is not True, so App Service Authentication is off and anyone could send X-MS-CLIENT-PRINCIPAL")
+		}
+	}
+}
+
+// list reads a comma-separated list; empty entries are dropped.
+func (r *reader) list(name string) []string {
+	var out []string
+	for _, s := range strings.Split(r.getenv(name), ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// roleMap reads "claimValue=Role,…"; nil when the setting is empty.
+func (r *reader) roleMap(name string) map[string]identity.Role {
+	entries := r.list(name)
+	if len(entries) == 0 {
+		return nil
+	}
+	m := make(map[string]identity.Role, len(entries))
+	for i, e := range entries {
+		claim, role, ok := strings.Cut(e, "=")
+		claim, role = strings.TrimSpace(claim), strings.TrimSpace(role)
+		rl, err := identity.ParseRole(role)
+		switch {
+		case !ok || claim == "":
+			r.fail(name, fmt.Sprintf("entry %d is not claimValue=Role", i+1))
+		case err != nil:
+			r.fail(name, fmt.Sprintf("entry %d: %q is not one of the roles %v", i+1, role, identity.AllRoles()))
+		case m[claim] != "":
+			r.fail(name, fmt.Sprintf("entry %d maps a claim value that an earlier entry maps", i+1))
+		default:
+			m[claim] = rl
+		}
+	}
+	return m
 }
 
 // backends checks the backend settings: each Azure backend complete and

@@ -1,9 +1,12 @@
 package config
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/credvault/credvault/internal/identity"
 )
 
 func env(kv ...string) func(string) string {
@@ -21,7 +24,7 @@ func TestDefaults(t *testing.T) {
 	}
 	want := Config{DataDir: ".data", ListenAddr: "127.0.0.1:8080", AuthMode: AuthDev, KeyDomains: 16,
 		MaxVersions: 25, KeyTTL: 10 * time.Minute, KeyGrace: 24 * time.Hour, LogLevel: "info"}
-	if c != want {
+	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("defaults = %+v, want %+v", c, want)
 	}
 }
@@ -96,5 +99,99 @@ func TestAzureBackends(t *testing.T) {
 	_, err = Load(env("WEBSITE_INSTANCE_ID", "i", "CREDVAULT_AUTH_MODE", "dev"))
 	if err == nil {
 		t.Fatal("Azure start without backends accepted")
+	}
+}
+
+const (
+	tenantA = "6d1f3b5a-7c9e-4a2b-8d4f-1e3a5c7b9d0f"
+	tenantB = "3F1C2A9E-5B7D-4E21-9A0C-6D8E7F4B2C11"
+)
+
+// azureBackends are the settings an Azure start needs besides the auth mode.
+var azureBackends = []string{"WEBSITE_INSTANCE_ID", "i", "CREDVAULT_KEYVAULT_URL", "https://v.vault.azure.net/", "CREDVAULT_KEY_NAME", "cmk",
+	"CREDVAULT_BLOB_ACCOUNT_URL", "https://a.blob.core.windows.net/", "CREDVAULT_COSMOS_ENDPOINT", "https://c.documents.azure.com/"}
+
+func TestAuthModeDefaults(t *testing.T) {
+	c, err := Load(env())
+	if err != nil || c.AuthMode != AuthDev {
+		t.Fatalf("outside Azure: mode %q, %v; want dev", c.AuthMode, err)
+	}
+	c, err = Load(env(append(azureBackends, "CREDVAULT_ENTRA_TENANTS", tenantA, "CREDVAULT_ENTRA_AUDIENCES", "api://credvault")...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.AuthMode != AuthEntra {
+		t.Fatalf("in Azure: mode %q, want entra", c.AuthMode)
+	}
+	want := Entra{Authority: "https://login.microsoftonline.com", Tenants: []string{tenantA}, Audiences: []string{"api://credvault"}}
+	if !reflect.DeepEqual(c.Entra, want) {
+		t.Fatalf("entra settings = %+v, want %+v", c.Entra, want)
+	}
+}
+
+func TestEntraSettings(t *testing.T) {
+	c, err := Load(env("CREDVAULT_AUTH_MODE", "entra",
+		"CREDVAULT_ENTRA_AUTHORITY", "https://login.microsoftonline.us/",
+		"CREDVAULT_ENTRA_TENANTS", " "+tenantA+" , "+tenantB+",",
+		"CREDVAULT_ENTRA_AUDIENCES", "api://credvault,5e6f7a8b-0c1d-4e2f-8a9b-0c1d2e3f4a5b",
+		"CREDVAULT_ENTRA_ROLE_MAP", "Vault.Reader=Credentials.Read, Vault.Admin = Credentials.Admin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Entra{
+		Authority: "https://login.microsoftonline.us",
+		Tenants:   []string{tenantA, strings.ToLower(tenantB)},
+		Audiences: []string{"api://credvault", "5e6f7a8b-0c1d-4e2f-8a9b-0c1d2e3f4a5b"},
+		RoleMap:   map[string]identity.Role{"Vault.Reader": identity.CredentialsRead, "Vault.Admin": identity.CredentialsAdmin},
+	}
+	if !reflect.DeepEqual(c.Entra, want) {
+		t.Fatalf("entra settings = %+v, want %+v", c.Entra, want)
+	}
+
+	c, err = Load(env("CREDVAULT_AUTH_MODE", "easyauth", "WEBSITE_AUTH_ENABLED", "True", "CREDVAULT_ENTRA_TENANTS", tenantA))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.EasyAuthEnabled || c.AuthMode != AuthEasyAuth {
+		t.Fatalf("easyauth: %+v", c)
+	}
+}
+
+// TestAuthSettingsStopWithOneLine: a mode with a missing or bad setting stops
+// the start with one line that names the setting.
+func TestAuthSettingsStopWithOneLine(t *testing.T) {
+	entra := []string{"CREDVAULT_AUTH_MODE", "entra", "CREDVAULT_ENTRA_TENANTS", tenantA, "CREDVAULT_ENTRA_AUDIENCES", "api://credvault"}
+	with := func(base []string, kv ...string) []string { return append(append([]string(nil), base...), kv...) }
+	for _, c := range []struct {
+		name string
+		env  []string
+		want string
+	}{
+		{"entra without tenants", []string{"CREDVAULT_AUTH_MODE", "entra", "CREDVAULT_ENTRA_AUDIENCES", "api://credvault"}, "CREDVAULT_ENTRA_TENANTS is required"},
+		{"entra without audiences", []string{"CREDVAULT_AUTH_MODE", "entra", "CREDVAULT_ENTRA_TENANTS", tenantA}, "CREDVAULT_ENTRA_AUDIENCES is required"},
+		{"entra in Azure without tenants", with(azureBackends, "CREDVAULT_ENTRA_AUDIENCES", "a"), "CREDVAULT_ENTRA_TENANTS is required"},
+		{"tenant by domain name", with(entra, "CREDVAULT_ENTRA_TENANTS", "contoso.onmicrosoft.com"), "CREDVAULT_ENTRA_TENANTS"},
+		{"tenant common", with(entra, "CREDVAULT_ENTRA_TENANTS", "common"), "CREDVAULT_ENTRA_TENANTS"},
+		{"http authority", with(entra, "CREDVAULT_ENTRA_AUTHORITY", "http://login.microsoftonline.com"), "CREDVAULT_ENTRA_AUTHORITY must be an https URL"},
+		{"authority with a tenant path", with(entra, "CREDVAULT_ENTRA_AUTHORITY", "https://login.microsoftonline.com/"+tenantA), "CREDVAULT_ENTRA_AUTHORITY"},
+		{"authority not a URL", with(entra, "CREDVAULT_ENTRA_AUTHORITY", "login.microsoftonline.com"), "CREDVAULT_ENTRA_AUTHORITY"},
+		{"role map without =", with(entra, "CREDVAULT_ENTRA_ROLE_MAP", "Credentials.Read"), "CREDVAULT_ENTRA_ROLE_MAP"},
+		{"role map to an unknown role", with(entra, "CREDVAULT_ENTRA_ROLE_MAP", "Reader=Credentials.Own"), "CREDVAULT_ENTRA_ROLE_MAP"},
+		{"role map twice", with(entra, "CREDVAULT_ENTRA_ROLE_MAP", "R=Credentials.Read,R=Credentials.Write"), "CREDVAULT_ENTRA_ROLE_MAP"},
+		{"easyauth without the platform flag", []string{"CREDVAULT_AUTH_MODE", "easyauth", "CREDVAULT_ENTRA_TENANTS", tenantA}, "WEBSITE_AUTH_ENABLED is not True"},
+		{"easyauth with the flag False", []string{"CREDVAULT_AUTH_MODE", "easyauth", "WEBSITE_AUTH_ENABLED", "False", "CREDVAULT_ENTRA_TENANTS", tenantA}, "WEBSITE_AUTH_ENABLED is not True"},
+		{"easyauth without tenants", []string{"CREDVAULT_AUTH_MODE", "easyauth", "WEBSITE_AUTH_ENABLED", "True"}, "CREDVAULT_ENTRA_TENANTS is required"},
+		{"dev in Azure", with(azureBackends, "CREDVAULT_AUTH_MODE", "dev"), "dev tokens are refused when running in Azure"},
+		{"unknown mode", []string{"CREDVAULT_AUTH_MODE", "Entra"}, "CREDVAULT_AUTH_MODE"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Load(env(c.env...))
+			if err == nil {
+				t.Fatalf("%s accepted", c.name)
+			}
+			if msg := err.Error(); !strings.Contains(msg, c.want) || strings.Contains(msg, "\n") {
+				t.Fatalf("error %q: want one line containing %q", msg, c.want)
+			}
+		})
 	}
 }

@@ -5,6 +5,11 @@
 // exact issuer, audience, tenant allow-list, exp/nbf/iat with a bounded
 // skew. Dev mode (DevKey) mints tokens with a local key and verifies them
 // through the same JWTVerifier that Entra mode uses over Entra's JWKS.
+//
+// Entra (entra mode) runs one JWTVerifier per allowed tenant over the keys
+// that tenant publishes, fetched lazily into a jwk.Cache. EasyAuth
+// (easyauth mode) reads the X-MS-CLIENT-PRINCIPAL header that App Service
+// Authentication sets after validating the token itself.
 package identity
 
 import (

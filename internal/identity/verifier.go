@@ -304,7 +304,9 @@ func (v *JWTVerifier) principal(tok jwt.Token) (Principal, error) {
 		return Principal{}, err
 	}
 	p := Principal{Tenant: tid, Object: oid, Kind: KindUser, Roles: roles}
-	if idtyp, _ := stringClaim(tok, "idtyp"); idtyp == "app" {
+	idtyp, _ := stringClaim(tok, "idtyp")
+	sub, _ := tok.Subject()
+	if appOnly(idtyp, sub, oid, tok.Has("scp")) {
 		p.Kind = KindApp
 	}
 	for _, c := range []string{"name", "preferred_username", "appid", "azp"} {
@@ -314,6 +316,16 @@ func (v *JWTVerifier) principal(tok jwt.Token) (Principal, error) {
 		}
 	}
 	return p, nil
+}
+
+// appOnly reports whether a token is app-only: idtyp "app" (an optional
+// claim in Entra), or, without idtyp, no delegated scopes and sub equal to
+// oid, which is how Entra's app-only tokens differ from delegated ones.
+func appOnly(idtyp, sub, oid string, hasScp bool) bool {
+	if idtyp != "" {
+		return idtyp == "app"
+	}
+	return !hasScp && strings.EqualFold(sub, oid)
 }
 
 func (v *JWTVerifier) anyAudience(aud []string) bool {
