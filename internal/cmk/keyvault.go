@@ -241,6 +241,12 @@ func (k *KeyVault) Unwrap(ctx context.Context, w keyring.Wrapped, aad []byte) ([
 		}
 		return nil, err
 	}
+	if len(resp.Result) == 0 {
+		// An answer without a result says nothing of the wrapped bytes: a
+		// broken answer, not corrupt data (which would fail closed with no
+		// grace).
+		return nil, fmt.Errorf("cmk keyvault unwrapKey: answer has no result: %w", keyring.ErrUnavailable)
+	}
 	return unbind(resp.Result, aad)
 }
 

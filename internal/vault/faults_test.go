@@ -11,7 +11,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/credvault/credvault/internal/cmk"
 	"github.com/credvault/credvault/internal/keyring"
 	"github.com/credvault/credvault/internal/store"
 )
@@ -43,9 +42,9 @@ type faultOp struct {
 	check func(t *testing.T, e *faultEnv, c faultCase, err error)
 }
 
-func (op faultOp) prepare(t *testing.T, key *cmk.Local) *faultEnv {
+func (op faultOp) prepare(t *testing.T, newEnv func(*testing.T) *faultEnv) *faultEnv {
 	t.Helper()
-	e := newFaultEnv(t, key, Options{})
+	e := newEnv(t)
 	if op.setup != nil {
 		op.setup(t, e)
 	}
@@ -64,11 +63,17 @@ func (op faultOp) prepare(t *testing.T, key *cmk.Local) *faultEnv {
 // visible; a retry must finish the job; and no value may be at rest.
 func TestFaults(t *testing.T) {
 	key := testCMK(t)
-	for _, op := range faultOps() {
+	runFaults(t, faultOps(), func(t *testing.T) *faultEnv { return newFaultEnv(t, key, Options{}) })
+}
+
+// runFaults runs the fault table of ops, each case in an environment of its
+// own from newEnv: the same assertions whatever the stores and the CMK.
+func runFaults(t *testing.T, ops []faultOp, newEnv func(*testing.T) *faultEnv) {
+	for _, op := range ops {
 		t.Run(op.name, func(t *testing.T) {
 			t.Parallel()
 			// A run without faults counts the calls to fail.
-			e := op.prepare(t, key)
+			e := op.prepare(t, newEnv)
 			if err := op.run(t, e); err != nil {
 				t.Fatalf("without faults: %v", err)
 			}
@@ -83,7 +88,7 @@ func TestFaults(t *testing.T) {
 					for _, kind := range faultKinds {
 						t.Run(fmt.Sprintf("%s#%d/%s", method, n, kind), func(t *testing.T) {
 							t.Parallel()
-							e := op.prepare(t, key)
+							e := op.prepare(t, newEnv)
 							e.f.arm(method, n, kind)
 							err := op.run(t, e)
 							detail, fired := e.f.firedDetail()

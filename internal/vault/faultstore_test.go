@@ -261,30 +261,19 @@ func testCMK(t *testing.T) *cmk.Local {
 	return key
 }
 
-type ackKey struct {
-	owner, name string
-	version     uint64
+// faultStores are the real stores of one fault environment, fresh and of
+// its own, and what reads back every byte they keep at rest.
+type faultStores struct {
+	blobs store.Blobs
+	meta  store.Metadata
+	// atRest returns every stored thing by a readable key ("file:…",
+	// "blob:…", "document:…") and its bytes.
+	atRest func(t *testing.T) map[string][]byte
 }
 
-// faultEnv is a Vault over the embedded adapters behind fault-injecting
-// wrappers, with a record of what it acknowledged.
-type faultEnv struct {
-	dir   string
-	cmk   *cmk.Local
-	blobs *embedded.Blobs    // the real stores, for checks
-	meta  *embedded.Metadata // …
-	f     *faults
-	opt   Options
-	v     *Vault // over the faulty stores
-
-	mu      sync.Mutex
-	markers []string                   // bytes that must never be at rest
-	acked   map[ackKey]json.RawMessage // acknowledged versions and their values
-	blobsOf map[ackKey]string          // and their blobs
-	try     json.RawMessage            // the value the operation under test writes
-}
-
-func newFaultEnv(t *testing.T, key *cmk.Local, opt Options) *faultEnv {
+// embeddedStores returns the embedded adapters over a new data dir; what
+// they keep at rest is every file under it.
+func embeddedStores(t *testing.T) faultStores {
 	t.Helper()
 	dir := t.TempDir()
 	blobs, err := embedded.OpenBlobs(filepath.Join(dir, "blobs"))
@@ -296,7 +285,59 @@ func newFaultEnv(t *testing.T, key *cmk.Local, opt Options) *faultEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { meta.Close() })
-	e := &faultEnv{dir: dir, cmk: key, blobs: blobs, meta: meta, f: newFaults(), opt: opt,
+	return faultStores{blobs: blobs, meta: meta, atRest: func(t *testing.T) map[string][]byte {
+		t.Helper()
+		out := map[string][]byte{}
+		filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || !d.Type().IsRegular() {
+				return nil
+			}
+			b, err := os.ReadFile(p)
+			if err != nil {
+				t.Errorf("read %s: %v", p, err)
+				return nil
+			}
+			out["file:"+strings.TrimPrefix(p, dir)] = b
+			return nil
+		})
+		return out
+	}}
+}
+
+type ackKey struct {
+	owner, name string
+	version     uint64
+}
+
+// faultEnv is a Vault over real stores (the embedded adapters, or the Azure
+// ones against the emulators) behind fault-injecting wrappers, with a record
+// of what it acknowledged.
+type faultEnv struct {
+	cmk    keyring.Wrapper
+	blobs  store.Blobs    // the real stores, for checks
+	meta   store.Metadata // …
+	atRest func(t *testing.T) map[string][]byte
+	f      *faults
+	opt    Options
+	v      *Vault // over the faulty stores
+
+	mu      sync.Mutex
+	markers []string                   // bytes that must never be at rest
+	acked   map[ackKey]json.RawMessage // acknowledged versions and their values
+	blobsOf map[ackKey]string          // and their blobs
+	try     json.RawMessage            // the value the operation under test writes
+}
+
+// newFaultEnv returns a fault environment over the embedded adapters.
+func newFaultEnv(t *testing.T, key keyring.Wrapper, opt Options) *faultEnv {
+	t.Helper()
+	return newFaultEnvOn(t, embeddedStores(t), key, opt)
+}
+
+// newFaultEnvOn returns a fault environment over s, with key as the CMK.
+func newFaultEnvOn(t *testing.T, s faultStores, key keyring.Wrapper, opt Options) *faultEnv {
+	t.Helper()
+	e := &faultEnv{cmk: key, blobs: s.blobs, meta: s.meta, atRest: s.atRest, f: newFaults(), opt: opt,
 		acked: map[ackKey]json.RawMessage{}, blobsOf: map[ackKey]string{}}
 	e.restart()
 	return e
@@ -436,7 +477,8 @@ func (e *faultEnv) checkAcked(t *testing.T, skip func(owner, name string) bool) 
 }
 
 // checkStorage checks what is at rest: no secret document that can be read
-// points at a missing blob, and no file under the data dir holds a value.
+// points at a missing blob, and nothing stored (a file under the data dir;
+// on Azure a blob or a document) holds a value.
 func (e *faultEnv) checkStorage(t *testing.T) {
 	t.Helper()
 	ctx := t.Context()
@@ -468,22 +510,14 @@ func (e *faultEnv) checkStorage(t *testing.T) {
 	e.mu.Lock()
 	markers := slices.Clone(e.markers)
 	e.mu.Unlock()
-	filepath.WalkDir(e.dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || !d.Type().IsRegular() {
-			return nil
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Errorf("read %s: %v", p, err)
-			return nil
-		}
+	rest := e.atRest(t)
+	for _, where := range slices.Sorted(maps.Keys(rest)) {
 		for _, m := range markers {
-			if bytes.Contains(b, []byte(m)) {
-				t.Errorf("plaintext at rest: %s holds the secret value %s", strings.TrimPrefix(p, e.dir), m)
+			if bytes.Contains(rest[where], []byte(m)) {
+				t.Errorf("plaintext at rest: %s holds the secret value %s", where, m)
 			}
 		}
-		return nil
-	})
+	}
 }
 
 // wantUnavailable checks that err is ErrUnavailable and nothing the HTTP
