@@ -45,6 +45,7 @@ $(NPM_STAMP): internal/emulators/package.json internal/emulators/package-lock.js
 
 bench: tools ## the benchmarks (figures for the closing notes); the Azure ones run against the emulators
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./internal/envelope/ ./internal/keyring/ ./internal/store/embedded/
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./internal/rotation/
 	$(GO) test -run '^$$' -bench 'InProcess|HTTP|ColdStart' -benchmem -benchtime $(BENCHTIME) ./handler/
 	$(GO) test -run '^$$' -bench 'Azure' -benchtime 1x ./handler/
 

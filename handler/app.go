@@ -19,6 +19,7 @@ import (
 	"github.com/credvault/credvault/internal/httpapi"
 	"github.com/credvault/credvault/internal/identity"
 	"github.com/credvault/credvault/internal/keyring"
+	"github.com/credvault/credvault/internal/rotation"
 	"github.com/credvault/credvault/internal/store"
 	"github.com/credvault/credvault/internal/store/azureblob"
 	"github.com/credvault/credvault/internal/store/cosmos"
@@ -30,6 +31,7 @@ import (
 type app struct {
 	handler  http.Handler
 	vault    *vault.Vault
+	rotation *rotation.Job
 	keys     *keyring.Hierarchy
 	cmk      keyring.Wrapper
 	localCMK *cmk.Local // nil when the CMK is in Key Vault
@@ -169,7 +171,14 @@ func openAppWith(cfg config.Config, log *slog.Logger, d deps) (a *app, err error
 	}
 	a.keys = keyring.New(a.cmk, a.meta, keyring.Options{Domains: cfg.KeyDomains, Cache: keyring.NewCache(cacheOpt)})
 	a.vault = vault.New(a.keys, a.blobs, a.meta, vault.Options{MaxVersions: cfg.MaxVersions})
-	a.handler = httpapi.New(httpapi.Options{Vault: a.vault, Auth: auth, Log: log})
+	a.rotation = rotation.New(a.keys, a.vault, a.meta, rotation.Options{
+		DomainMaxAge: cfg.Rotation.DomainMaxAge,
+		KEKMaxAge:    cfg.Rotation.KEKMaxAge,
+		GarbageGrace: cfg.Rotation.GarbageGrace,
+		Budget:       cfg.Rotation.Budget,
+		Logger:       log,
+	})
+	a.handler = httpapi.New(httpapi.Options{Vault: a.vault, Auth: auth, Log: log, Rotator: a.rotation})
 	return a, nil
 }
 

@@ -47,7 +47,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	case "serve":
 		ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		return serve(ctx, cfg, newLogger(cfg, stdout), nil)
+		return serve(ctx, cfg, getenv, newLogger(cfg, stdout), nil)
 	case "token":
 		return mintToken(cfg, args, stdout)
 	case "rotate-cmk":
@@ -74,12 +74,19 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 
 // serve listens and serves until ctx ends, then drains within 10 s. ready,
 // if not nil, receives the listening address.
-func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready chan<- string) error {
+func serve(ctx context.Context, cfg config.Config, getenv func(string) string, log *slog.Logger, ready chan<- string) error {
+	sched, err := timerSchedule(cfg, getenv)
+	if err != nil {
+		return err
+	}
 	a, err := openApp(cfg, log)
 	if err != nil {
 		return err
 	}
 	defer a.close()
+	if cfg.Rotation.RunTimer {
+		go runTimer(ctx, sched, a.rotation, log)
+	}
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
 		return err

@@ -16,5 +16,12 @@ var (
 // CurrentKeyID returns the key id new wraps use.
 func (l *Local) CurrentKeyID(context.Context) (string, error) { return l.Current(), nil }
 
-// CurrentKeyID returns the key id new wraps use (see Current).
-func (k *KeyVault) CurrentKeyID(ctx context.Context) (string, error) { return k.Current(ctx) }
+// CurrentKeyID re-reads the key's current version from Key Vault (one
+// GetKey) and returns it: the rotation job asks once per run, so a version
+// Key Vault's rotation policy just created is adopted at once rather than
+// at the adapter's next hourly refresh.
+func (k *KeyVault) CurrentKeyID(ctx context.Context) (string, error) {
+	cached, _ := k.cached("")
+	v, err := k.current(ctx, cached.version)
+	return v.kid, err
+}

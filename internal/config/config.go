@@ -42,6 +42,24 @@ type Config struct {
 	// ManagedIdentityClientID selects a user-assigned managed identity
 	// (AZURE_CLIENT_ID); in Azure the managed identity is the credential.
 	ManagedIdentityClientID string
+
+	Rotation Rotation // the rotation job's policy and schedule
+}
+
+// Rotation is the rotation job's policy (DESIGN §6).
+type Rotation struct {
+	// Schedule is the rotate timer's NCRONTAB schedule, UTC
+	// (CREDVAULT_ROTATION_SCHEDULE, which functions/rotate/function.json
+	// names as %CREDVAULT_ROTATION_SCHEDULE%).
+	Schedule     string
+	DomainMaxAge time.Duration // CREDVAULT_DOMAIN_KEY_MAX_AGE
+	KEKMaxAge    time.Duration // CREDVAULT_KEK_MAX_AGE
+	GarbageGrace time.Duration // CREDVAULT_GARBAGE_GRACE
+	Budget       time.Duration // CREDVAULT_ROTATION_BUDGET: stop and checkpoint before it
+	// RunTimer runs the schedule inside the process (CREDVAULT_RUN_TIMER);
+	// default on standalone, off under the Functions host, which fires the
+	// timer itself.
+	RunTimer bool
 }
 
 // Entra says whose Microsoft Entra tokens are accepted.
@@ -121,6 +139,15 @@ func Load(getenv func(string) string) (Config, error) {
 	if c.Cosmos != (Cosmos{}) {
 		c.Cosmos.Database = r.str("CREDVAULT_COSMOS_DATABASE", "credvault")
 		c.Cosmos.Container = r.str("CREDVAULT_COSMOS_CONTAINER", "metadata")
+	}
+	hosted := inAzure || getenv("AzureWebJobsScriptRoot") != ""
+	c.Rotation = Rotation{
+		Schedule:     r.str("CREDVAULT_ROTATION_SCHEDULE", "0 0 3 * * *"),
+		DomainMaxAge: r.duration("CREDVAULT_DOMAIN_KEY_MAX_AGE", 90*24*time.Hour, time.Hour, 10*365*24*time.Hour),
+		KEKMaxAge:    r.duration("CREDVAULT_KEK_MAX_AGE", 365*24*time.Hour, time.Hour, 10*365*24*time.Hour),
+		GarbageGrace: r.duration("CREDVAULT_GARBAGE_GRACE", 24*time.Hour, time.Minute, 30*24*time.Hour),
+		Budget:       r.duration("CREDVAULT_ROTATION_BUDGET", 8*time.Minute, 10*time.Second, time.Hour),
+		RunTimer:     r.bool("CREDVAULT_RUN_TIMER", !hosted),
 	}
 	r.backends(&c)
 	host := r.str("CREDVAULT_LISTEN_HOST", "127.0.0.1")

@@ -23,7 +23,10 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{DataDir: ".data", ListenAddr: "127.0.0.1:8080", AuthMode: AuthDev, KeyDomains: 16,
-		MaxVersions: 25, KeyTTL: 10 * time.Minute, KeyGrace: 24 * time.Hour, LogLevel: "info"}
+		MaxVersions: 25, KeyTTL: 10 * time.Minute, KeyGrace: 24 * time.Hour, LogLevel: "info",
+		Rotation: Rotation{Schedule: "0 0 3 * * *", DomainMaxAge: 90 * 24 * time.Hour, KEKMaxAge: 365 * 24 * time.Hour,
+			GarbageGrace: 24 * time.Hour, Budget: 8 * time.Minute, RunTimer: true}}
+	want.Entra = c.Entra // checked in the Entra tests
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("defaults = %+v, want %+v", c, want)
 	}
@@ -63,6 +66,9 @@ func TestBadSettingsStopWithOneLine(t *testing.T) {
 		{"CREDVAULT_COSMOS_KEY", "k", "CREDVAULT_COSMOS_ENDPOINT"},
 		{"CREDVAULT_COSMOS_ENDPOINT", "http://cosmos.example/", "must be https"},
 		{"CREDVAULT_CREATE_CONTAINERS", "sometimes", "CREDVAULT_CREATE_CONTAINERS"},
+		{"CREDVAULT_DOMAIN_KEY_MAX_AGE", "1s", "CREDVAULT_DOMAIN_KEY_MAX_AGE"},
+		{"CREDVAULT_ROTATION_BUDGET", "2h", "CREDVAULT_ROTATION_BUDGET"},
+		{"CREDVAULT_RUN_TIMER", "maybe", "CREDVAULT_RUN_TIMER"},
 	} {
 		t.Run(c.name+"="+c.value, func(t *testing.T) {
 			_, err := Load(env(c.name, c.value))

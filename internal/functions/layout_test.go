@@ -1,4 +1,4 @@
-package functions
+package functions_test
 
 import (
 	"fmt"
@@ -10,11 +10,14 @@ import (
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
+	"github.com/credvault/credvault/internal/functions"
 	"github.com/credvault/credvault/internal/httpapi"
 )
 
 // schemaDir holds the SchemaStore schemas for host.json and function.json.
 // They live outside the repository, beside it (see SOURCE.md there).
+const repoRoot = "../.."
+
 var schemaDir = filepath.Join(repoRoot, "..", "shared", "schemas")
 
 // TestSchemas validates host.json and every function.json against the
@@ -141,7 +144,7 @@ func validate(t *testing.T, sch *jsonschema.Schema, path string, wantValid bool)
 // HTTP function as plain HTTP only when it has exactly one httpTrigger in and
 // one http out, and the handler authenticates every call itself.
 func TestHTTPFunctions(t *testing.T) {
-	fns, err := Load(repoRoot)
+	fns, err := functions.Load(repoRoot)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,7 +185,7 @@ func (r route) String() string { return r.method + " " + r.path }
 // TestRouteTable checks that the function folders and httpapi.Routes agree
 // both ways.
 func TestRouteTable(t *testing.T) {
-	fns, err := Load(repoRoot)
+	fns, err := functions.Load(repoRoot)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,26 +197,26 @@ func TestRouteTable(t *testing.T) {
 // TestRouteMismatches shows that routeMismatches catches an extra entry on
 // either side, a duplicate, and a parameter renamed.
 func TestRouteMismatches(t *testing.T) {
-	fn := func(name, method, route string) Function {
-		return Function{Name: name, RoutePrefix: "api", Bindings: []Binding{
+	fn := func(name, method, route string) functions.Function {
+		return functions.Function{Name: name, RoutePrefix: "api", Bindings: []functions.Binding{
 			{Type: "httpTrigger", Direction: "in", Name: "req", Methods: []string{method}, Route: route},
 			{Type: "http", Direction: "out", Name: "res"}}}
 	}
 	api := []string{"GET /api/health", "PUT /api/credentials/{name}"}
-	both := []Function{fn("health", "get", "health"), fn("put", "put", "credentials/{name}")}
+	both := []functions.Function{fn("health", "get", "health"), fn("put", "put", "credentials/{name}")}
 	missing := "has no function.json"
 	extra := "which httpapi does not serve"
 	for _, tc := range []struct {
 		name string
 		api  []string
-		fns  []Function
+		fns  []functions.Function
 		want []string // one substring per expected mismatch, in sorted order
 	}{
 		{"agree", api, both, nil},
 		{"extra API route", append(slices.Clone(api), "DELETE /api/credentials/{name}"), both, []string{missing}},
 		{"extra function", api, append(slices.Clone(both), fn("delete", "delete", "credentials/{name}")), []string{extra}},
-		{"method differs", api, []Function{both[0], fn("put", "post", "credentials/{name}")}, []string{extra, missing}},
-		{"parameter renamed", api, []Function{both[0], fn("put", "put", "credentials/{id}")}, []string{extra, missing}},
+		{"method differs", api, []functions.Function{both[0], fn("put", "post", "credentials/{name}")}, []string{extra, missing}},
+		{"parameter renamed", api, []functions.Function{both[0], fn("put", "put", "credentials/{id}")}, []string{extra, missing}},
 		{"served twice", api, append(slices.Clone(both), fn("put2", "put", "credentials/{name}")), []string{"served by several functions"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -233,7 +236,7 @@ func TestRouteMismatches(t *testing.T) {
 // functions' HTTP routes: every API route needs exactly one function with
 // its method and path, and every function's method and path must be an API
 // route. Paths compare as written, so "{param}" names must match too.
-func routeMismatches(apiRoutes []string, fns []Function) []string {
+func routeMismatches(apiRoutes []string, fns []functions.Function) []string {
 	var out []string
 	served := map[route][]string{} // → function names
 	for _, f := range fns {
@@ -282,7 +285,7 @@ func routeMismatches(apiRoutes []string, fns []Function) []string {
 // (ScriptHost.ValidateHttpFunction in src/WebJobs.Script/Host/ScriptHost.cs
 // of github.com/Azure/azure-functions-host; issue #1781 there).
 func TestRoutesNotReservedByHost(t *testing.T) {
-	fns, err := Load(repoRoot)
+	fns, err := functions.Load(repoRoot)
 	if err != nil {
 		t.Fatal(err)
 	}

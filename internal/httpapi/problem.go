@@ -7,6 +7,9 @@ import (
 	"net/http"
 
 	"github.com/credvault/credvault/internal/identity"
+	"github.com/credvault/credvault/internal/keyring"
+	"github.com/credvault/credvault/internal/rotation"
+	"github.com/credvault/credvault/internal/store"
 	"github.com/credvault/credvault/internal/vault"
 )
 
@@ -52,15 +55,24 @@ func status(err error) (int, string, string) {
 		return http.StatusUnauthorized, "Unauthorized", tokenClass(err)
 	case errors.Is(err, errForbidden):
 		return http.StatusForbidden, "Forbidden", err.Error()
+	case errors.Is(err, rotation.ErrInvalidOwner), errors.Is(err, rotation.ErrInvalidStep):
+		return http.StatusBadRequest, "Bad Request", "the rotation request names an unknown step or owner"
+	case errors.Is(err, rotation.ErrUnknownOwner):
+		return http.StatusNotFound, "Not Found", "no such owner"
+	case errors.Is(err, rotation.ErrNoReport):
+		return http.StatusNotFound, "Not Found", "no rotation has run yet"
+	case errors.Is(err, errNoRotation):
+		return http.StatusServiceUnavailable, "Service Unavailable", "rotation is not configured"
 	case errors.Is(err, vault.ErrNotFound):
 		return http.StatusNotFound, "Not Found", "no such secret or version"
 	case errors.Is(err, vault.ErrPrecondition):
 		return http.StatusPreconditionFailed, "Precondition Failed", "the secret changed or exists; read it again"
 	case errors.Is(err, vault.ErrConflict):
 		return http.StatusConflict, "Conflict", conflictDetail(err)
-	case errors.Is(err, vault.ErrKeyRevoked):
+	case errors.Is(err, vault.ErrKeyRevoked), errors.Is(err, keyring.ErrRevoked):
 		return http.StatusServiceUnavailable, "Service Unavailable", "the encryption key is disabled or access to it is revoked"
-	case errors.Is(err, vault.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, vault.ErrUnavailable), errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, keyring.ErrUnavailable), errors.Is(err, store.ErrUnavailable):
 		return http.StatusServiceUnavailable, "Service Unavailable", "a backend is unavailable; retry later"
 	case errors.Is(err, vault.ErrIntegrity):
 		return http.StatusInternalServerError, "Internal Server Error", "stored data failed verification"

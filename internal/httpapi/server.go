@@ -26,12 +26,16 @@ type Options struct {
 	Vault *vault.Vault
 	Auth  Authenticator
 	Log   *slog.Logger // default slog.Default()
+	// Rotator runs the rotation job (POST/GET /api/admin/rotate and the
+	// rotate timer's invocation); nil: those answer 503.
+	Rotator Rotator
 }
 
 type server struct {
-	vault *vault.Vault
-	auth  Authenticator
-	log   *slog.Logger
+	vault   *vault.Vault
+	auth    Authenticator
+	rotator Rotator
+	log     *slog.Logger
 
 	mux    *http.ServeMux
 	paths  *http.ServeMux      // the same paths without methods: tells 405 from 404
@@ -47,13 +51,17 @@ func New(opt Options) http.Handler {
 	if opt.Log == nil {
 		opt.Log = slog.Default()
 	}
-	s := &server{vault: opt.Vault, auth: opt.Auth, log: opt.Log,
+	s := &server{vault: opt.Vault, auth: opt.Auth, rotator: opt.Rotator, log: opt.Log,
 		mux: http.NewServeMux(), paths: http.NewServeMux(), allows: map[string][]string{}}
 	for _, rt := range routeTable {
 		s.handle(rt.pattern, rt.roles, func(w http.ResponseWriter, r *http.Request, p identity.Principal) error {
 			return rt.serve(s, w, r, p)
 		})
 	}
+	// The rotate timer's invocation by the Functions host: not an API route.
+	s.mux.HandleFunc("POST /"+TimerFunction, s.invokeTimer)
+	s.paths.Handle("/"+TimerFunction, http.NotFoundHandler())
+	s.allows["/"+TimerFunction] = []string{http.MethodPost}
 	return withTrace(http.HandlerFunc(s.serve))
 }
 
@@ -75,6 +83,8 @@ var routeTable = []route{
 	{"POST /api/credentials/{name}/restore", roles(identity.CredentialsDelete), (*server).restore},
 	{"GET /api/admin/credentials", roles(identity.CredentialsAdmin), (*server).adminList},
 	{"POST /api/admin/erase", roles(identity.CredentialsAdmin), (*server).erase},
+	{"POST /api/admin/rotate", roles(identity.KeysRotate), (*server).rotate},
+	{"GET /api/admin/rotate", roles(identity.KeysRotate), (*server).lastRotation},
 }
 
 func roles(r ...identity.Role) []identity.Role { return r }

@@ -143,3 +143,9 @@ func (v *Vault) ownerRing(ctx context.Context, owner string) (string, *keyring.O
 	}
 	return oh, ring, backend("keyring", err)
 }
+
+// OwnerHash returns the keyed hash that stands for owner in storage and in
+// administration (what an administrator's owner id becomes).
+func (v *Vault) OwnerHash(ctx context.Context, owner string) (string, error) {
+	return v.ownerHash(ctx, owner)
+}
