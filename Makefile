@@ -47,7 +47,8 @@ bench: tools ## the benchmarks (figures for the closing notes); the Azure ones r
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./internal/envelope/ ./internal/keyring/ ./internal/store/embedded/
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./internal/rotation/
 	$(GO) test -run '^$$' -bench 'InProcess|HTTP|ColdStart' -benchmem -benchtime $(BENCHTIME) ./handler/
-	$(GO) test -run '^$$' -bench 'Azure' -benchtime 1x ./handler/
+	$(GO) test -run '^$$' -bench 'Azure/^(get|put)$$' -benchtime $(BENCHTIME) ./handler/
+	$(GO) test -run '^$$' -bench 'Azure/keyvault' -benchtime 1x ./handler/
 
 package: ## the deployable Functions app folder and zip (linux/amd64)
 	rm -rf $(APP) $(DIST)/credvault.zip
