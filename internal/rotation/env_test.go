@@ -1,9 +1,10 @@
 package rotation_test
 
-// The test environment: a deployment on the embedded stores with a local
-// CMK (RSA-2048, for speed) or a Key Vault fake behind the real azkeys
-// client, a clock the test moves, owners with acknowledged secrets, and the
-// checks every test ends with.
+// The test environment: a deployment on the embedded stores (or, with
+// envOptions.azure, on Blob Storage and Cosmos DB, the emulators: see
+// emulators_test.go) with a local CMK (RSA-2048, for speed) or a Key Vault
+// fake behind the real azkeys client, a clock the test moves, owners with
+// acknowledged secrets, and the checks every test ends with.
 
 import (
 	"bytes"
@@ -58,6 +59,7 @@ type envOptions struct {
 	domains  int  // default 16
 	keyVault bool // the CMK is a Key Vault fake; else a local key file
 	latency  time.Duration
+	azure    bool // the stores are Azurite and the Cosmos DB emulator; else the embedded ones
 }
 
 type env struct {
@@ -71,10 +73,14 @@ type env struct {
 	kvClock *testClock
 	cmk     keyring.Wrapper
 
-	meta  *embedded.Metadata
-	blobs *embedded.Blobs
-	keys  *keyring.Hierarchy // the instance serving traffic
-	v     *vault.Vault
+	meta  store.Metadata
+	blobs store.Blobs
+	// atRest, on the Azure stores, returns everything they keep (every blob
+	// and every document) for the "no value at rest" check; nil on the
+	// embedded stores, whose data directory is read instead.
+	atRest func() map[string][]byte
+	keys   *keyring.Hierarchy // the instance serving traffic
+	v      *vault.Vault
 
 	mu    sync.Mutex
 	acked map[ack]json.RawMessage
@@ -111,14 +117,20 @@ func newEnv(t testing.TB, o envOptions) *env {
 		}
 		e.local, e.cmk = local, local
 	}
-	var err error
-	if e.blobs, err = embedded.OpenBlobs(filepath.Join(e.dir, "blobs")); err != nil {
-		t.Fatal(err)
+	if o.azure {
+		e.meta, e.blobs, e.atRest = azureStores(t)
+	} else {
+		blobs, err := embedded.OpenBlobs(filepath.Join(e.dir, "blobs"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		meta, err := embedded.OpenMetadata(filepath.Join(e.dir, "metadata.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { meta.Close() })
+		e.meta, e.blobs = meta, blobs
 	}
-	if e.meta, err = embedded.OpenMetadata(filepath.Join(e.dir, "metadata.db")); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.meta.Close() })
 	e.keys = e.instance(e.meta)
 	e.v = vault.New(e.keys, e.blobs, e.meta, vault.Options{Now: e.clock.Now, MaxVersions: 100})
 	return e
@@ -210,7 +222,11 @@ func (e *env) populate(owners int) {
 // populateN gives owners 0..n-1 that many secrets each.
 func (e *env) populateN(owners, secrets int) {
 	e.t.Helper()
-	parallel(e.t, owners, 16, func(i int) error {
+	workers := 16
+	if e.atRest != nil {
+		workers = azureWorkers // each call is a round trip to an emulator
+	}
+	parallel(e.t, owners, workers, func(i int) error {
 		for s := range secrets {
 			if err := e.put(context.Background(), e.v, ownerID(i), fmt.Sprintf("secret-%d", s)); err != nil {
 				return err
@@ -446,6 +462,14 @@ func (e *env) checkState(w want) {
 				t.Fatalf("blob %s is referenced by nothing", b)
 			}
 		}
+	}
+	if e.atRest != nil {
+		for where, b := range e.atRest() {
+			if bytes.Contains(b, []byte("rotation-marker-")) {
+				t.Errorf("%s holds a secret value", where)
+			}
+		}
+		return
 	}
 	err := filepath.WalkDir(e.dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
