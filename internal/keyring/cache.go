@@ -38,6 +38,7 @@ type Cache struct {
 	opt CacheOptions
 
 	mu       sync.Mutex
+	gen      uint64                   // counts stores; guarded by mu
 	entries  map[string]*list.Element // of *entry
 	lru      *list.List               // front = most recently used
 	inflight map[string]*call
@@ -49,6 +50,7 @@ type entry struct {
 	id, parent string
 	key        []byte
 	verified   time.Time // last successful unwrap
+	gen        uint64    // the store that put this key here
 	refreshing bool
 }
 
@@ -103,13 +105,14 @@ func (c *Cache) Get(ctx context.Context, id, parent string, unwrap func(context.
 	}
 	now := c.opt.Now()
 	c.mu.Lock()
+	seen := c.gen
 	e := c.lookup(id, parent)
 	if e != nil {
 		age := now.Sub(e.verified)
 		if age < c.opt.TTL {
 			if age >= c.opt.TTL-c.opt.RefreshAhead && !e.refreshing {
 				e.refreshing = true
-				go c.refresh(context.WithoutCancel(ctx), id, parent, unwrap)
+				go c.refresh(context.WithoutCancel(ctx), id, parent, unwrap, c.gen)
 			}
 			key := clone(e.key)
 			c.mu.Unlock()
@@ -120,7 +123,7 @@ func (c *Cache) Get(ctx context.Context, id, parent string, unwrap func(context.
 	c.mu.Unlock()
 	c.misses.Add(1)
 
-	key, err := c.do(ctx, id, parent, unwrap)
+	key, err := c.do(ctx, id, parent, unwrap, seen)
 	if err == nil {
 		return key, nil
 	}
@@ -161,9 +164,16 @@ func (c *Cache) lookup(id, parent string) *entry {
 }
 
 // do runs one unwrap for id however many callers ask at once, detached from
-// any one caller's cancellation, and stores the result.
-func (c *Cache) do(ctx context.Context, id, parent string, unwrap func(context.Context) ([]byte, error)) ([]byte, error) {
+// any one caller's cancellation, and stores the result. A key stored after
+// the caller's look-up (store number above seen), by an unwrap that ended
+// between the look-up and now, is returned without another unwrap.
+func (c *Cache) do(ctx context.Context, id, parent string, unwrap func(context.Context) ([]byte, error), seen uint64) ([]byte, error) {
 	c.mu.Lock()
+	if e := c.lookup(id, parent); e != nil && e.gen > seen {
+		key := clone(e.key)
+		c.mu.Unlock()
+		return key, nil
+	}
 	cl, running := c.inflight[id]
 	if !running {
 		cl = &call{done: make(chan struct{})}
@@ -221,8 +231,8 @@ func (c *Cache) run(ctx context.Context, cl *call, id, parent string, unwrap fun
 }
 
 // refresh re-unwraps an entry before it expires.
-func (c *Cache) refresh(ctx context.Context, id, parent string, unwrap func(context.Context) ([]byte, error)) {
-	key, err := c.do(ctx, id, parent, unwrap)
+func (c *Cache) refresh(ctx context.Context, id, parent string, unwrap func(context.Context) ([]byte, error), seen uint64) {
+	key, err := c.do(ctx, id, parent, unwrap, seen)
 	clear(key)
 	if err != nil {
 		c.mu.Lock()
@@ -236,14 +246,15 @@ func (c *Cache) refresh(ctx context.Context, id, parent string, unwrap func(cont
 // store caches key under id, taking ownership of it; c.mu is held.
 func (c *Cache) store(id, parent string, key []byte) {
 	verified := c.verifiedAt(parent)
+	c.gen++
 	if el, ok := c.entries[id]; ok {
 		e := el.Value.(*entry)
 		clear(e.key)
-		e.key, e.parent, e.verified, e.refreshing = key, parent, verified, false
+		e.key, e.parent, e.verified, e.refreshing, e.gen = key, parent, verified, false, c.gen
 		c.lru.MoveToFront(el)
 		return
 	}
-	c.entries[id] = c.lru.PushFront(&entry{id: id, parent: parent, key: key, verified: verified})
+	c.entries[id] = c.lru.PushFront(&entry{id: id, parent: parent, key: key, verified: verified, gen: c.gen})
 	for c.lru.Len() > c.opt.MaxEntries {
 		c.remove(c.lru.Back())
 	}
