@@ -23,10 +23,14 @@ var concurrentOptions = rotation.Options{PageSize: 4, Settle: 100 * time.Millise
 // TestTrafficDuringRotation runs puts, gets, deletes and restores from
 // several goroutines for as long as a rotation of every level takes (two
 // runs at once, then more until done): not one of them fails, and no
-// acknowledged version is lost.
+// acknowledged version is lost. On both backends.
 func TestTrafficDuringRotation(t *testing.T) {
+	forEachBackend(t, testTrafficDuringRotation)
+}
+
+func testTrafficDuringRotation(t *testing.T, azure bool) {
 	ctx := context.Background()
-	e := newEnv(t, envOptions{domains: 4})
+	e := backendEnv(t, azure, envOptions{domains: 4})
 	const owners, workers = 12, 6
 	e.populate(owners)
 	toggles := map[string]json.RawMessage{} // owner → value of its "toggle" secret
@@ -97,6 +101,7 @@ func TestTrafficDuringRotation(t *testing.T) {
 	}
 
 	// Two instances rotate at once; then more runs until the work is done.
+	began := time.Now()
 	var rwg sync.WaitGroup
 	for range 2 {
 		rwg.Add(1)
@@ -112,7 +117,8 @@ func TestTrafficDuringRotation(t *testing.T) {
 	reps := runUntilComplete(t, e.job(concurrentOptions, nil, nil), rotation.Request{}, 10)
 	close(stop)
 	wg.Wait()
-	t.Logf("during the rotation: %d puts, %d gets, %d delete-restores; %d runs after the 2 concurrent ones", ops[0].Load(), ops[1].Load(), ops[2].Load(), len(reps))
+	t.Logf("during the rotation (%v): %d puts, %d gets, %d delete-restores; %d runs after the 2 concurrent ones",
+		time.Since(began).Round(time.Millisecond), ops[0].Load(), ops[1].Load(), ops[2].Load(), len(reps))
 	if n := failures.Load(); n > 0 {
 		t.Fatalf("%d operations failed during the rotation", n)
 	}
@@ -148,20 +154,19 @@ func (e *env) randomAck(rng *rand.Rand) (ack, json.RawMessage) {
 // TestTwoRunsAtOnceEndAsOne starts two runs at once on two instances, with
 // work for every step: together they end where one run ends (one new
 // version per domain and per owner, every secret moved once, no orphan),
-// and a third run finds nothing left to do.
+// and a third run finds nothing left to do. On both backends.
 func TestTwoRunsAtOnceEndAsOne(t *testing.T) {
+	forEachBackend(t, testTwoRunsAtOnceEndAsOne)
+}
+
+func testTwoRunsAtOnceEndAsOne(t *testing.T, azure bool) {
 	ctx := context.Background()
-	e := newEnv(t, envOptions{domains: 4})
+	e := backendEnv(t, azure, envOptions{domains: 4})
 	const owners = 20
 	e.populate(owners)
 	kid := e.rotateCMK()
 	e.clock.Advance(400 * day)
-	used := 0
-	for d := range e.domains {
-		if _, ok := e.domainRing(d); ok {
-			used++
-		}
-	}
+	used := e.domainsInUse()
 
 	reps := make([]rotation.Report, 2)
 	var wg sync.WaitGroup

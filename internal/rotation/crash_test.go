@@ -1,11 +1,13 @@
 package rotation_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -103,11 +105,12 @@ func (b faultyBlobs) List(ctx context.Context, prefix, cont string, limit int) (
 
 var crashOptions = rotation.Options{PageSize: 3, Settle: time.Millisecond}
 
-// crashEnv is a deployment with work for every step: the CMK rotated,
-// domain keys and KEKs past their policy ages, an orphan blob.
-func crashEnv(t *testing.T) (*env, string) {
+// crashEnv is a deployment with work for every step (on the emulators when
+// azure): the CMK rotated, domain keys and KEKs past their policy ages, an
+// orphan blob.
+func crashEnv(t *testing.T, azure bool) (*env, string) {
 	t.Helper()
-	e := newEnv(t, envOptions{domains: 4})
+	e := backendEnv(t, azure, envOptions{domains: 4})
 	e.populate(8)
 	for i := range 3 {
 		if err := e.put(context.Background(), e.v, ownerID(i), "secret-1"); err != nil {
@@ -126,14 +129,30 @@ func crashEnv(t *testing.T) (*env, string) {
 	return e, kid
 }
 
-// TestCrashSafety stops the job at random points, 24 times: by canceling
-// its context, or by a backend call that fails or lands with its answer
-// lost. Each time the job is then run again to the end: nothing is lost,
-// every secret decrypts, every key is where it belongs, and what was retired
-// is destroyed only later, once that is safe.
+// TestCrashSafety stops the job at random points, 24 times: on the embedded
+// stores by canceling its context, or by a backend call that fails or lands
+// with its answer lost; on the emulators by canceling its context at a
+// random delay within the time an uninterrupted run takes (the SDK's
+// requests are abandoned mid-flight: some land, their answers lost), and
+// there at least 20 of the 48 interrupted runs must stop before the end.
+// Each time the job is stopped twice, then run again to the end: nothing is
+// lost, every secret decrypts, every key is where it belongs and was rotated
+// once, and what was retired is destroyed only later, once that is safe.
 func TestCrashSafety(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, azure bool) {
+		if azure {
+			testCrashSafety(t, azure, []string{"canceled"}, 20)
+		} else {
+			testCrashSafety(t, azure, []string{"canceled", "unavailable", "answer-lost"}, 0)
+		}
+	})
+}
+
+// testCrashSafety interrupts 24 runs, in turn in each of the ways hows, and
+// wants at least minStopped of them to stop before the end.
+func testCrashSafety(t *testing.T, azure bool, hows []string, minStopped int64) {
 	// How many backend calls, and how long, an uninterrupted run takes.
-	e, _ := crashEnv(t)
+	e, _ := crashEnv(t, azure)
 	f := &faults{}
 	began := time.Now()
 	if rep, err := e.job(crashOptions, faultyMeta{e.meta, f}, faultyBlobs{e.blobs, f}).Run(context.Background(), rotation.Request{}); err != nil || !rep.Complete {
@@ -144,50 +163,69 @@ func TestCrashSafety(t *testing.T) {
 
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
-	for i := range 24 {
-		rng := rand.New(rand.NewPCG(seed, uint64(i)))
-		var how string
-		switch i % 3 {
-		case 0:
-			how = "canceled"
-		case 1:
-			how = "unavailable"
-		case 2:
-			how = "answer-lost"
-		}
-		t.Run(fmt.Sprintf("%02d-%s", i, how), func(t *testing.T) {
-			t.Parallel()
-			e, kid := crashEnv(t)
-			ctx := context.Background()
-			// Two interrupted runs, then runs without faults to the end.
-			for range 2 {
-				f := &faults{}
-				ctx, cancel := context.WithCancel(ctx)
-				if how == "canceled" {
-					time.AfterFunc(time.Duration(rng.Int64N(int64(took))), cancel)
-				} else {
-					f.failAt, f.lost = 1+rng.IntN(calls), how == "answer-lost"
+	const runs = 24
+	var interrupted atomic.Int64
+	t.Run("runs", func(t *testing.T) {
+		for i := range runs {
+			rng := rand.New(rand.NewPCG(seed, uint64(i)))
+			how := hows[i%len(hows)]
+			t.Run(fmt.Sprintf("%02d-%s", i, how), func(t *testing.T) {
+				t.Parallel()
+				e, kid := crashEnv(t, azure)
+				ctx := context.Background()
+				// Two interrupted runs, then runs without faults to the end.
+				for range 2 {
+					f := &faults{}
+					ctx, cancel := context.WithCancel(ctx)
+					var after time.Duration
+					if how == "canceled" {
+						after = time.Duration(rng.Int64N(int64(took)))
+						time.AfterFunc(after, cancel)
+					} else {
+						f.failAt, f.lost = 1+rng.IntN(calls), how == "answer-lost"
+					}
+					rep, err := e.job(crashOptions, faultyMeta{e.meta, f}, faultyBlobs{e.blobs, f}).Run(ctx, rotation.Request{})
+					cancel()
+					if err != nil || !rep.Complete {
+						interrupted.Add(1)
+					}
+					t.Logf("interrupted run (%s after %v, at call %d, %q): %v; complete %v; %s",
+						how, after.Round(time.Millisecond), f.failAt, f.fired, err, rep.Complete, stopped(rep))
 				}
-				rep, err := e.job(crashOptions, faultyMeta{e.meta, f}, faultyBlobs{e.blobs, f}).Run(ctx, rotation.Request{})
-				cancel()
-				t.Logf("interrupted run (%s at call %d, %q): %v; complete %v", how, f.failAt, f.fired, err, rep.Complete)
-			}
-			reps := runUntilComplete(t, e.job(crashOptions, nil, nil), rotation.Request{}, 10)
-			e.checkState(want{cmk: kid, settled: true, kekVersion: 2})
-			// No key was rotated twice: one new version each.
-			for d := range e.domains {
-				if r, ok := e.domainRing(d); ok && r.Active != 2 {
-					t.Fatalf("domain %d active version %d, want 2", d, r.Active)
+				reps := runUntilComplete(t, e.job(crashOptions, nil, nil), rotation.Request{}, 10)
+				e.checkState(want{cmk: kid, settled: true, kekVersion: 2})
+				// No key was rotated twice: one new version each.
+				for d := range e.domains {
+					if r, ok := e.domainRing(d); ok && r.Active != 2 {
+						t.Fatalf("domain %d active version %d, want 2", d, r.Active)
+					}
 				}
-			}
-			if s := sum(reps, rotation.StepKEK); s.Failed != 0 {
-				t.Fatalf("clean runs failed items: %+v", s)
-			}
+				if s := sum(reps, rotation.StepKEK); s.Failed != 0 {
+					t.Fatalf("clean runs failed items: %+v", s)
+				}
 
-			// Later: the retired keys are destroyed, the orphans collected.
-			e.clock.Advance(2 * day)
-			runUntilComplete(t, e.job(crashOptions, nil, nil), rotation.Request{}, 10)
-			e.checkState(want{cmk: kid, settled: true, oneDomain: true, oneKEK: true, noOrphans: true, kekVersion: 2})
-		})
+				// Later: the retired keys are destroyed, the orphans collected.
+				e.clock.Advance(2 * day)
+				runUntilComplete(t, e.job(crashOptions, nil, nil), rotation.Request{}, 10)
+				e.checkState(want{cmk: kid, settled: true, oneDomain: true, oneKEK: true, noOrphans: true, kekVersion: 2})
+			})
+		}
+	})
+	t.Logf("%d of the %d interrupted runs were stopped before the end", interrupted.Load(), 2*runs)
+	if !t.Failed() && interrupted.Load() < minStopped {
+		t.Fatalf("only %d runs were stopped before the end; want at least %d", interrupted.Load(), minStopped)
 	}
+}
+
+// stopped says where each step of a run stopped.
+func stopped(rep rotation.Report) string {
+	var b bytes.Buffer
+	for _, s := range rep.Steps {
+		how := "done"
+		if s.Stopped != "" {
+			how = "stopped (" + s.Stopped + ")"
+		}
+		fmt.Fprintf(&b, "%s %s; ", s.Step, how)
+	}
+	return b.String()
 }

@@ -569,3 +569,45 @@ func parallel(t testing.TB, n, workers int, f func(i int) error) {
 	default:
 	}
 }
+
+// forEachBackend runs body twice, as the subtests "embedded" (the embedded
+// stores) and "azure" (Blob Storage and Cosmos DB on the emulators, Key Vault
+// the CMK: see emulators_test.go), so both share one body and its assertions.
+func forEachBackend(t *testing.T, body func(t *testing.T, azure bool)) {
+	t.Helper()
+	for _, azure := range []bool{false, true} {
+		name := "embedded"
+		if azure {
+			name = "azure"
+		}
+		t.Run(name, func(t *testing.T) {
+			if azure {
+				requireEmulators(t)
+			}
+			body(t, azure)
+		})
+	}
+}
+
+// backendEnv is newEnv on the embedded stores, or newAzureEnv (Key Vault as
+// the CMK) when azure.
+func backendEnv(t testing.TB, azure bool, o envOptions) *env {
+	t.Helper()
+	if azure {
+		return newAzureEnv(t, o)
+	}
+	return newEnv(t, o)
+}
+
+// domainsUsed lists the key domains that have a domain document.
+func (e *env) domainsUsed() []int {
+	var used []int
+	for d := range e.domains {
+		if _, ok := e.domainRing(d); ok {
+			used = append(used, d)
+		}
+	}
+	return used
+}
+
+func (e *env) domainsInUse() int { return len(e.domainsUsed()) }

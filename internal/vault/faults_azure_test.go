@@ -6,7 +6,6 @@ package vault
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -20,16 +19,13 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
-	"github.com/Azure/azure-sdk-for-go/sdk/data/azcosmos"
-	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 
 	"github.com/credvault/credvault/internal/cmk"
 	"github.com/credvault/credvault/internal/cmk/kvfake"
 	"github.com/credvault/credvault/internal/emulators"
+	"github.com/credvault/credvault/internal/emulators/azurestores"
 	"github.com/credvault/credvault/internal/keyring"
 	"github.com/credvault/credvault/internal/store"
-	"github.com/credvault/credvault/internal/store/azureblob"
-	"github.com/credvault/credvault/internal/store/cosmos"
 )
 
 func TestMain(m *testing.M) { emulators.Main(m) }
@@ -79,62 +75,12 @@ func requireEmulators(t *testing.T) {
 // and every document of the Cosmos container, read whole.
 func azureStores(t *testing.T) faultStores {
 	t.Helper()
-	ctx := t.Context()
-	connStr, endpoint := emulators.Blob(t), emulators.Cosmos(t)
-	name := "faults-" + randomHex(8)
-
-	blobs, err := azureblob.NewFromConnectionString(connStr, name, azureblob.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := blobs.EnsureContainer(ctx); err != nil {
-		t.Fatalf("blob container: %v", err)
-	}
-	raw, err := container.NewClientFromConnectionString(connStr, name, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		raw.Delete(ctx, nil)
-	})
-
-	meta, err := cosmos.NewWithKey(endpoint, emulators.CosmosKey, name, "metadata", cosmos.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(meta.Close)
-	if err := meta.EnsureContainer(ctx); err != nil {
-		t.Fatalf("cosmos container: %v", err)
-	}
-	cred, err := azcosmos.NewKeyCredential(emulators.CosmosKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := azcosmos.NewClientWithKey(endpoint, cred, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(client.Close)
-	db, err := client.NewDatabase(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	docs, err := db.NewContainer("metadata")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		db.Delete(ctx, nil)
-	})
-
-	return faultStores{blobs: blobs, meta: meta, atRest: func(t *testing.T) map[string][]byte {
+	s := azurestores.New(t, "faults-")
+	blobs := s.Blobs
+	return faultStores{blobs: blobs, meta: s.Meta, atRest: func(t *testing.T) map[string][]byte {
 		t.Helper()
 		ctx := t.Context()
-		out := map[string][]byte{}
+		out := s.Documents(t)
 		cont := ""
 		for {
 			p, err := blobs.List(ctx, "", cont, 1000)
@@ -150,24 +96,6 @@ func azureStores(t *testing.T) faultStores {
 			}
 			if cont = p.Continuation; cont == "" {
 				break
-			}
-		}
-		// Every document whatever its kind or partition, as Cosmos DB keeps it.
-		pager := docs.NewQueryItemsPager("SELECT * FROM c", azcosmos.NewPartitionKey(), nil)
-		for pager.More() {
-			page, err := pager.NextPage(ctx)
-			if err != nil {
-				t.Fatalf("read the documents: %v", err)
-			}
-			for _, doc := range page.Items {
-				var d struct {
-					ID string `json:"id"`
-					PK string `json:"pk"`
-				}
-				if err := json.Unmarshal(doc, &d); err != nil {
-					t.Fatalf("document %.80q: %v", doc, err)
-				}
-				out["document:"+d.PK+"/"+d.ID] = doc
 			}
 		}
 		return out
