@@ -16,8 +16,6 @@ import (
 // MaxBodyBytes bounds every request body.
 const MaxBodyBytes = 1 << 20
 
-var errPanic = errors.New("panic")
-
 // decodeJSON reads a JSON object body into v: application/json only (415),
 // at most MaxBodyBytes (413), no unknown fields and nothing after the object
 // (400). It runs before any backend call.

@@ -28,6 +28,7 @@ var (
 	errBodyTooLarge    = errors.New("the request body is too large")
 	errMethod          = errors.New("method not allowed")
 	errRoute           = errors.New("no such route")
+	errPanic           = errors.New("panic")
 )
 
 // status is the one map from an error to an HTTP status and the text shown
@@ -68,7 +69,7 @@ func status(err error) (int, string, string) {
 	case errors.Is(err, vault.ErrPrecondition):
 		return http.StatusPreconditionFailed, "Precondition Failed", "the secret changed or exists; read it again"
 	case errors.Is(err, vault.ErrConflict):
-		return http.StatusConflict, "Conflict", conflictDetail(err)
+		return http.StatusConflict, "Conflict", "the secret's state does not allow this: a deleted secret must be restored or purged first, and only a deleted secret can be restored"
 	case errors.Is(err, vault.ErrKeyRevoked), errors.Is(err, keyring.ErrRevoked):
 		return http.StatusServiceUnavailable, "Service Unavailable", "the encryption key is disabled or access to it is revoked"
 	case errors.Is(err, vault.ErrUnavailable), errors.Is(err, context.DeadlineExceeded),
@@ -103,10 +104,6 @@ func tokenClass(err error) string {
 		}
 	}
 	return "the token is not valid"
-}
-
-func conflictDetail(error) string {
-	return "the secret's state does not allow this: a deleted secret must be restored or purged first, and only a deleted secret can be restored"
 }
 
 // writeProblem answers err as application/problem+json.

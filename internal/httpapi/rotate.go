@@ -92,7 +92,11 @@ func (s *server) invokeTimer(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, r, err)
 		return
 	}
-	rep, err := s.RunTimer(r.Context())
+	if s.rotator == nil {
+		writeProblem(w, r, errNoRotation)
+		return
+	}
+	rep, err := s.rotator.Run(r.Context(), rotation.Request{}) // the job's own budget
 	out := functions.InvokeResponse{
 		Outputs:     map[string]any{},
 		Logs:        []string{timerSummary(rep, err)},
@@ -104,14 +108,6 @@ func (s *server) invokeTimer(w http.ResponseWriter, r *http.Request) {
 		code = http.StatusInternalServerError
 	}
 	writeJSON(w, code, out)
-}
-
-// RunTimer runs the job as the timer does, with the job's own budget.
-func (s *server) RunTimer(ctx context.Context) (rotation.Report, error) {
-	if s.rotator == nil {
-		return rotation.Report{}, errNoRotation
-	}
-	return s.rotator.Run(ctx, rotation.Request{})
 }
 
 func timerSummary(rep rotation.Report, err error) string {

@@ -92,16 +92,6 @@ func (f *faults) count(method string) int {
 	return f.counts[method]
 }
 
-func (f *faults) total() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	n := 0
-	for _, c := range f.counts {
-		n += c
-	}
-	return n
-}
-
 // snapshot returns the counts and the trace so far.
 func (f *faults) snapshot() (map[string]int, []string) {
 	f.mu.Lock()
