@@ -20,41 +20,10 @@ import (
 // Azurite, the Cosmos DB emulator and the Key Vault fake (the emulators,
 // not the adapters, bound these figures).
 func BenchmarkAzure(b *testing.B) {
-	ctx := context.Background()
-	owner := ownerOf("bench")
 	for _, op := range []string{"get", "put"} {
 		for _, conc := range []int{1, 16} {
 			b.Run(fmt.Sprintf("%s/c%d", op, conc), func(b *testing.B) {
-				e := startWith(b, true)
-				for i := range 64 {
-					if _, err := e.app.vault.Put(ctx, owner, vault.PutRequest{Name: fmt.Sprintf("s%d", i), Value: []byte(`"a 64-byte secret value ................................."`)}); err != nil {
-						b.Fatal(err)
-					}
-				}
-				var lat latencies
-				var n atomic.Int64
-				b.SetParallelism(max(1, conc/2))
-				b.ResetTimer()
-				start := time.Now()
-				b.RunParallel(func(pb *testing.PB) {
-					for pb.Next() {
-						i := n.Add(1)
-						t0 := time.Now()
-						var err error
-						if op == "get" {
-							_, err = e.app.vault.Get(ctx, owner, fmt.Sprintf("s%d", i%64), 0)
-						} else {
-							_, err = e.app.vault.Put(ctx, owner, vault.PutRequest{Name: fmt.Sprintf("p%d", i%1024), Value: []byte(`"v"`)})
-						}
-						if err != nil {
-							b.Error(err)
-							return
-						}
-						lat.add(time.Since(t0))
-					}
-				})
-				b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "ops/s")
-				lat.report(b)
+				benchVault(b, startWith(b, true).app.vault, op, conc)
 			})
 		}
 	}
