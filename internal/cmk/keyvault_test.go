@@ -274,8 +274,11 @@ func TestKeyVaultErrorMapping(t *testing.T) {
 		{name: "502 and 504", op: "unwrap", want: keyring.ErrUnavailable, calls: 3,
 			setup: func(t *testing.T, e *env) { e.fake.FailNext(1, 502); e.fake.FailNext(2, 504) }},
 		{name: "latency beyond the per-try timeout", op: "unwrap", want: keyring.ErrUnavailable, calls: 2,
-			retry: func(r *policy.RetryOptions) { r.MaxRetries, r.TryTimeout = 1, 50*time.Millisecond },
-			setup: func(t *testing.T, e *env) { e.fake.SetLatency(time.Second) }},
+			// The per-try timeout leaves room for a fresh TLS handshake on a
+			// loaded machine: the retry opens a new connection, and a try that
+			// times out before reaching the fake would not be counted.
+			retry: func(r *policy.RetryOptions) { r.MaxRetries, r.TryTimeout = 1, 400*time.Millisecond },
+			setup: func(t *testing.T, e *env) { e.fake.SetLatency(3 * time.Second) }},
 		{name: "caller's deadline", op: "unwrap", want: keyring.ErrUnavailable,
 			ctx: func() (context.Context, context.CancelFunc) {
 				return context.WithTimeout(context.Background(), 50*time.Millisecond)
