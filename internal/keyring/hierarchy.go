@@ -48,10 +48,12 @@ type docCache[T any] struct {
 }
 
 // deployment is the body of the deployment document: the recorded number of
-// domains and the index key (for owner hashes), wrapped by domain 0.
+// domains, the index key (for owner hashes) and the audit key (for the
+// audit trail's hashes), both wrapped by domain 0, whose key the CMK wraps.
 type deployment struct {
 	Domains int       `json:"domains"`
 	Index   Ring      `json:"index"`
+	Audit   Ring      `json:"audit"`
 	Created time.Time `json:"created"`
 }
 
@@ -110,22 +112,81 @@ func (h *Hierarchy) indexKey(ctx context.Context) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	v, ok := d.Index.Current()
+	key, _, err := h.deploymentKey(ctx, "index", d.Index, indexAAD)
+	return key, err
+}
+
+// AuditKey returns the audit key, the 256-bit HMAC key of the audit trail's
+// owner, caller and name hashes, and its version. It is created on first
+// use (a deployment recorded before the audit trail existed gets it then),
+// wrapped by domain 0 like the index key, and never leaves the process.
+func (h *Hierarchy) AuditKey(ctx context.Context) ([]byte, uint32, error) {
+	d, err := h.deployment(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	if len(d.Audit.Versions) == 0 {
+		if err := h.addAuditKey(ctx); err != nil {
+			return nil, 0, fmt.Errorf("audit key: %w", err)
+		}
+		if d, err = h.deployment(ctx); err != nil {
+			return nil, 0, err
+		}
+	}
+	return h.deploymentKey(ctx, "audit", d.Audit, auditAAD)
+}
+
+// addAuditKey adds the audit key to a deployment record that lacks one.
+func (h *Hierarchy) addAuditKey(ctx context.Context) error {
+	_, err := h.update(ctx, store.Domains, deploymentID, func(body []byte) ([]byte, error) {
+		var doc map[string]json.RawMessage
+		var r Ring
+		if json.Unmarshal(body, &doc) != nil {
+			return nil, fmt.Errorf("deployment record: %w", ErrCorrupt)
+		}
+		if raw, ok := doc["audit"]; ok && json.Unmarshal(raw, &r) == nil && len(r.Versions) > 0 {
+			return nil, nil // another instance added it
+		}
+		key, err := r.Add(ctx, domainWrapper{h: h, d: 0}, auditAAD, h.opt.Now())
+		clear(key)
+		if err != nil {
+			return nil, err
+		}
+		if doc["audit"], err = json.Marshal(r); err != nil {
+			return nil, err
+		}
+		return json.Marshal(doc)
+	})
+	h.mu.Lock()
+	h.dep = nil // read again
+	h.mu.Unlock()
+	return err
+}
+
+// deploymentKey unwraps the current version of a key the deployment record
+// holds (the index or the audit key), through the cache.
+func (h *Hierarchy) deploymentKey(ctx context.Context, label string, r Ring, aad AADFunc) ([]byte, uint32, error) {
+	v, ok := r.Current()
 	if !ok {
-		return nil, fmt.Errorf("deployment index key: %w", ErrCorrupt)
+		return nil, 0, fmt.Errorf("deployment %s key: %w", label, ErrCorrupt)
 	}
 	w := domainWrapper{h: h, d: 0}
 	parent, err := w.parentID(ctx, v.Parent)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	return h.cache.Get(ctx, fmt.Sprintf("index\x00%d\x00%q\x00", v.N, v.Parent)+string(v.Wrapped), parent, func(ctx context.Context) ([]byte, error) {
-		return v.Unwrap(ctx, w, indexAAD)
+	key, err := h.cache.Get(ctx, fmt.Sprintf("%s\x00%d\x00%q\x00", label, v.N, v.Parent)+string(v.Wrapped), parent, func(ctx context.Context) ([]byte, error) {
+		return v.Unwrap(ctx, w, aad)
 	})
+	return key, v.N, err
 }
 
 func indexAAD(n uint32) []byte {
 	return binary.BigEndian.AppendUint32([]byte("credvault/v1 index\x00"), n)
+}
+
+func auditAAD(n uint32) []byte {
+	return binary.BigEndian.AppendUint32([]byte("credvault/v1 audit\x00"), n)
 }
 
 // deployment returns the deployment record, recording it on first use.
@@ -140,6 +201,11 @@ func (h *Hierarchy) deployment(ctx context.Context) (deployment, error) {
 	_, err := h.readOrCreate(ctx, deploymentID, store.KindDeployment, &d, func() error {
 		d = deployment{Domains: h.opt.Domains, Created: h.opt.Now().UTC()}
 		key, err := d.Index.Add(ctx, domainWrapper{h: h, d: 0}, indexAAD, h.opt.Now())
+		clear(key)
+		if err != nil {
+			return err
+		}
+		key, err = d.Audit.Add(ctx, domainWrapper{h: h, d: 0}, auditAAD, h.opt.Now())
 		clear(key)
 		return err
 	})

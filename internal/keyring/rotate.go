@@ -356,34 +356,52 @@ func (h *Hierarchy) RewrapOwner(ctx context.Context, o *Owner) (Result, error) {
 	return res, nil
 }
 
-// RewrapIndex re-wraps the index key's versions that an older version of
-// domain 0 wraps under domain 0's active version, as RewrapOwner does for an
-// owner. The index key does not change, so neither do owner hashes.
+// RewrapIndex re-wraps the versions of the deployment's keys (the index key
+// and the audit key) that an older version of domain 0 wraps under domain
+// 0's active version, as RewrapOwner does for an owner. The keys do not
+// change, so neither do owner hashes nor the audit trail's hashes.
 func (h *Hierarchy) RewrapIndex(ctx context.Context) (Result, error) {
 	dr, err := h.ringOf(ctx, 0)
 	if err != nil {
 		return Result{}, err
 	}
+	keys := []struct {
+		field string
+		aad   AADFunc
+	}{{"index", indexAAD}, {"audit", auditAAD}}
 	var res Result
 	var calls atomic.Int64
-	var written Ring
+	var written []Ring
 	wrote, err := h.update(ctx, store.Domains, deploymentID, func(body []byte) ([]byte, error) {
 		var doc map[string]json.RawMessage
-		var idx Ring
-		if json.Unmarshal(body, &doc) != nil || json.Unmarshal(doc["index"], &idx) != nil {
+		if json.Unmarshal(body, &doc) != nil {
 			return nil, fmt.Errorf("deployment record: %w", ErrCorrupt)
 		}
-		n, err := h.rewrapRing(ctx, &idx, 0, dr, indexAAD, &calls)
-		if err != nil {
-			return nil, fmt.Errorf("index key: %w", err)
+		written, res.Rewrapped = nil, 0
+		for _, k := range keys {
+			raw, ok := doc[k.field]
+			if !ok && k.field == "audit" {
+				continue // a record from before the audit trail: AuditKey adds it
+			}
+			var r Ring
+			if json.Unmarshal(raw, &r) != nil {
+				return nil, fmt.Errorf("deployment record: %w", ErrCorrupt)
+			}
+			n, err := h.rewrapRing(ctx, &r, 0, dr, k.aad, &calls)
+			if err != nil {
+				return nil, fmt.Errorf("%s key: %w", k.field, err)
+			}
+			written = append(written, r)
+			if n == 0 {
+				continue
+			}
+			res.Rewrapped += n
+			if doc[k.field], err = json.Marshal(r); err != nil {
+				return nil, err
+			}
 		}
-		written = idx
-		if n == 0 {
+		if res.Rewrapped == 0 {
 			return nil, nil
-		}
-		res.Rewrapped = n
-		if doc["index"], err = json.Marshal(idx); err != nil {
-			return nil, err
 		}
 		return json.Marshal(doc)
 	})
@@ -399,7 +417,11 @@ func (h *Hierarchy) RewrapIndex(ctx context.Context) (Result, error) {
 	} else {
 		res.Rewrapped = 0
 	}
-	res.Parents = parents(written, 0)
+	for _, r := range written {
+		res.Parents = append(res.Parents, parents(r, 0)...)
+	}
+	slices.Sort(res.Parents)
+	res.Parents = slices.Compact(res.Parents)
 	return res, nil
 }
 

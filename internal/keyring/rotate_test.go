@@ -229,8 +229,8 @@ func TestRotateDomainRewrapsOwnersLocallyThenRetires(t *testing.T) {
 		t.Fatalf("RewrapOwner: %d CMK calls, %d KEKs re-wrapped; want 0 and 10", calls, rewrapped)
 	}
 	res, err := h.RewrapIndex(ctx)
-	if err != nil || res.Rewrapped != 1 || !slices.Equal(res.Parents, []uint32{2}) {
-		t.Fatalf("RewrapIndex = %+v, %v; want 1 re-wrapped, parents [2]", res, err)
+	if err != nil || res.Rewrapped != 2 || !slices.Equal(res.Parents, []uint32{2}) {
+		t.Fatalf("RewrapIndex = %+v, %v; want 2 re-wrapped (index and audit keys), parents [2]", res, err)
 	}
 
 	inUse := map[uint32]bool{2: true}
