@@ -29,6 +29,7 @@ const (
 	OpCMKWrap        = "cmk.wrap"
 	OpCMKUnwrap      = "cmk.unwrap"
 	OpRotation       = "rotation.run"    // a run of the rotation job
+	OpRotationReport = "rotation.report" // the last run's report read
 	OpRotateCMK      = "rotation.cmk"    // a domain re-wrapped under the current CMK version
 	OpRotateDomain   = "rotation.domain" // a domain key version added, or retired
 	OpRotateKEK      = "rotation.kek"    // an owner KEK version added
