@@ -83,7 +83,7 @@ type Dependency struct {
 
 // Exception is a failure that answered 5xx (or failed a timer run).
 type Exception struct {
-	Span       Span
+	Span       Span   // the span it happened in (SpanFrom(ctx)): its SpanID is the item's parent
 	Type       string // the error's class, e.g. "unavailable" or a Go type name
 	Message    string // the error's text: it never holds secrets by construction
 	Properties map[string]string
@@ -92,12 +92,12 @@ type Exception struct {
 // Event is a named custom event; audit events are sent as events named
 // "audit" whose properties are the audit record's fields.
 type Event struct {
-	Span       Span
+	Span       Span // the span it happened in (SpanFrom(ctx)): its SpanID is the item's parent
 	Name       string
 	Properties map[string]string
 }
 
-// Metric is one measurement of a named metric.
+// Metric is one measurement of a named metric; it belongs to no trace.
 type Metric struct {
 	Name       string
 	Value      float64
