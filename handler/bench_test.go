@@ -116,68 +116,97 @@ func BenchmarkHTTP(b *testing.B) {
 		for _, conc := range []int{1, 16} {
 			b.Run(fmt.Sprintf("%s/c%d", op, conc), func(b *testing.B) {
 				a, _ := benchApp(b, nil)
-				ln, err := net.Listen("tcp", "127.0.0.1:0")
-				if err != nil {
-					b.Fatal(err)
-				}
-				srv := &http.Server{Handler: a.handler}
-				go srv.Serve(ln)
-				defer srv.Close()
-				base := "http://" + ln.Addr().String() + "/api/credentials/"
-				tok, err := a.dev.Mint("bench", []identity.Role{identity.CredentialsRead, identity.CredentialsWrite}, time.Hour, time.Now())
-				if err != nil {
-					b.Fatal(err)
-				}
-				client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conc, MaxConnsPerHost: conc}}
-				call := func(method, name string, body []byte) error {
-					req, _ := http.NewRequest(method, base+name, bytes.NewReader(body))
-					req.Header.Set("Authorization", "Bearer "+tok)
-					if body != nil {
-						req.Header.Set("Content-Type", "application/json")
-					}
-					resp, err := client.Do(req)
-					if err != nil {
-						return err
-					}
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode >= 300 {
-						return fmt.Errorf("%s %s: %d", method, name, resp.StatusCode)
-					}
-					return nil
-				}
-				for i := range 64 {
-					if err := call("PUT", fmt.Sprintf("s%d", i), []byte(`{"value":"a 64-byte secret value ..................................."}`)); err != nil {
-						b.Fatal(err)
-					}
-				}
-				var lat latencies
-				var n atomic.Int64
-				b.SetParallelism(max(1, conc/2))
-				b.ResetTimer()
-				start := time.Now()
-				b.RunParallel(func(pb *testing.PB) {
-					for pb.Next() {
-						i := n.Add(1)
-						t0 := time.Now()
-						var err error
-						if op == "get" {
-							err = call("GET", fmt.Sprintf("s%d", i%64), nil)
-						} else {
-							err = call("PUT", fmt.Sprintf("p%d", i%1024), []byte(`{"value":"v"}`))
-						}
-						if err != nil {
-							b.Error(err)
-							return
-						}
-						lat.add(time.Since(t0))
-					}
-				})
-				b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
-				lat.report(b)
+				benchHTTP(b, a, a.handler, op, conc)
 			})
 		}
 	}
+}
+
+// BenchmarkHTTPAudit measures what the audit trail costs over loopback at
+// concurrency 16: closed (every response waits for its record to be
+// durable, in group commits), open (records queued) and off (no trail).
+func BenchmarkHTTPAudit(b *testing.B) {
+	for _, op := range []string{"get", "put"} {
+		for _, mode := range []string{"closed", "open", "off"} {
+			b.Run(fmt.Sprintf("%s/%s/c16", op, mode), func(b *testing.B) {
+				settings := map[string]string{"CREDVAULT_AUDIT_MODE": mode}
+				if mode == "off" {
+					settings = nil
+				}
+				a, _ := benchApp(b, settings)
+				h := a.handler
+				if mode == "off" {
+					h = a.unaudited()
+				}
+				benchHTTP(b, a, h, op, 16)
+			})
+		}
+	}
+}
+
+// benchHTTP serves h on loopback, seeds 64 secrets of one owner, then runs
+// op ("get" of those, or "put" of new versions over 1,024 names) from conc
+// client goroutines, and reports requests/s and latency percentiles.
+func benchHTTP(b *testing.B, a *app, h http.Handler, op string, conc int) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln)
+	defer srv.Close()
+	base := "http://" + ln.Addr().String() + "/api/credentials/"
+	tok, err := a.dev.Mint("bench", []identity.Role{identity.CredentialsRead, identity.CredentialsWrite}, time.Hour, time.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conc, MaxConnsPerHost: conc}}
+	call := func(method, name string, body []byte) error {
+		req, _ := http.NewRequest(method, base+name, bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		if body != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode >= 300 {
+			return fmt.Errorf("%s %s: %d", method, name, resp.StatusCode)
+		}
+		return nil
+	}
+	for i := range 64 {
+		if err := call("PUT", fmt.Sprintf("s%d", i), []byte(`{"value":"a 64-byte secret value ..................................."}`)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var lat latencies
+	var n atomic.Int64
+	b.SetParallelism(max(1, conc/2))
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := n.Add(1)
+			t0 := time.Now()
+			var err error
+			if op == "get" {
+				err = call("GET", fmt.Sprintf("s%d", i%64), nil)
+			} else {
+				err = call("PUT", fmt.Sprintf("p%d", i%1024), []byte(`{"value":"v"}`))
+			}
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			lat.add(time.Since(t0))
+		}
+	})
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
+	lat.report(b)
 }
 
 // BenchmarkColdStartCMKUnwraps counts the CMK unwraps that 10,000 gets over

@@ -25,6 +25,7 @@ import (
 	"github.com/credvault/credvault/internal/cmk"
 	"github.com/credvault/credvault/internal/config"
 	"github.com/credvault/credvault/internal/identity"
+	"github.com/credvault/credvault/internal/telemetry"
 )
 
 func main() {
@@ -61,8 +62,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		}
 		fmt.Fprintln(stdout, id)
 		return nil
+	case "audit":
+		if len(args) == 0 || args[0] != "verify" {
+			return errors.New("usage: handler audit verify [--from TIME]")
+		}
+		return verifyAudit(ctx, cfg, args[1:], stdout)
 	default:
-		return fmt.Errorf("unknown command %q (commands: serve, token, rotate-cmk)", cmd)
+		return fmt.Errorf("unknown command %q (commands: serve, token, rotate-cmk, audit verify)", cmd)
 	}
 }
 
@@ -85,7 +91,10 @@ func serve(ctx context.Context, cfg config.Config, getenv func(string) string, l
 	}
 	defer a.close()
 	if cfg.Rotation.RunTimer {
-		go runTimer(ctx, sched, a.rotation, log)
+		go runTimer(ctx, sched, a, log)
+	}
+	if a.tel != telemetry.Discard {
+		go reportMetrics(ctx, a.tel, cfg.Telemetry.MetricsEvery, a.meters)
 	}
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {

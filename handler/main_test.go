@@ -25,6 +25,7 @@ import (
 	"github.com/credvault/credvault/internal/store"
 	"github.com/credvault/credvault/internal/store/azureblob"
 	"github.com/credvault/credvault/internal/store/cosmos"
+	"github.com/credvault/credvault/internal/telemetry/appinsights/aitest"
 )
 
 // testEnv is a running credvault over a data dir, as `make run` wires it,
@@ -40,6 +41,10 @@ type testEnv struct {
 	app  *app
 	srv  *httptest.Server
 	logs *syncBuffer
+	// ingest stands in for Application Insights' ingestion endpoint; what
+	// it receives is checked with the logs and the audit trail for leaks.
+	ingest   *aitest.Server
+	canaries canaries
 }
 
 // azureMode reports whether the suite runs on the Azure adapters.
@@ -73,13 +78,27 @@ func start(t testing.TB, settings ...string) *testEnv {
 // the Azure adapters against the emulators and a Key Vault fake.
 func startWith(t testing.TB, azure bool, settings ...string) *testEnv {
 	t.Helper()
+	return startPrepared(t, azure, nil, settings...)
+}
+
+// startPrepared is startWith with a hook that changes the environment or
+// the injected dependencies before the service opens.
+func startPrepared(t testing.TB, azure bool, prepare func(e *testEnv), settings ...string) *testEnv {
+	t.Helper()
 	e := &testEnv{t: t, dir: t.TempDir(), env: map[string]string{}, logs: &syncBuffer{}}
 	for i := 0; i+1 < len(settings); i += 2 {
 		e.env[settings[i]] = settings[i+1]
 	}
 	e.env["CREDVAULT_DATA_DIR"] = e.dir
+	if _, set := e.env["APPLICATIONINSIGHTS_CONNECTION_STRING"]; !set {
+		e.ingest = aitest.New(t)
+		e.env["APPLICATIONINSIGHTS_CONNECTION_STRING"] = e.ingest.ConnectionString()
+	}
 	if azure {
 		e.useAzure()
+	}
+	if prepare != nil {
+		prepare(e)
 	}
 	e.open()
 	return e
@@ -152,11 +171,15 @@ func (e *testEnv) open() {
 	e.t.Cleanup(e.close)
 }
 
+// close stops the service (draining its audit trail and flushing its
+// telemetry), then checks that nothing it emitted leaks a canary.
 func (e *testEnv) close() {
 	if e.srv != nil {
 		e.srv.Close()
+		e.noteKeys()
 		e.app.close()
 		e.srv = nil
+		e.checkEmitted()
 	}
 }
 
@@ -177,6 +200,8 @@ func (e *testEnv) token(user string, roles ...identity.Role) string {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	e.canaries.noteUser(user)
+	e.canaries.add("a bearer token", tok)
 	return tok
 }
 
@@ -198,6 +223,7 @@ func (r response) json(t testing.TB) map[string]any {
 // do sends a request; headers are name, value pairs.
 func (e *testEnv) do(method, path, tok string, body any, headers ...string) response {
 	e.t.Helper()
+	e.canaries.noteRequest(tok, body)
 	var rd io.Reader
 	switch b := body.(type) {
 	case nil:

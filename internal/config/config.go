@@ -44,6 +44,32 @@ type Config struct {
 	ManagedIdentityClientID string
 
 	Rotation Rotation // the rotation job's policy and schedule
+
+	Audit     Audit     // the audit trail
+	Telemetry Telemetry // Application Insights
+}
+
+// Audit configures the audit trail (DESIGN §7). Its store follows the blob
+// backend: append blobs in AuditContainer of the same account, or files in
+// the data dir's audit folder.
+type Audit struct {
+	// Mode is CREDVAULT_AUDIT_MODE: closed (default: nothing is released or
+	// acknowledged unless its record is durable) or open (failures are
+	// counted, logged and sent as telemetry; requests proceed).
+	Mode      string
+	Container string // CREDVAULT_AUDIT_CONTAINER, default audit (Azure only)
+}
+
+// Telemetry configures Application Insights; empty: slog lines only. The
+// two strings are kept raw: package appinsights parses them, and a bad one
+// is reported at start with one line, without its content.
+type Telemetry struct {
+	ConnectionString     string // APPLICATIONINSIGHTS_CONNECTION_STRING
+	AuthenticationString string // APPLICATIONINSIGHTS_AUTHENTICATION_STRING: Authorization=AAD[;ClientId=…]
+	RoleName             string // WEBSITE_SITE_NAME: cloud_RoleName
+	RoleInstance         string // WEBSITE_INSTANCE_ID: cloud_RoleInstance
+	// MetricsEvery is how often metrics are sent (CREDVAULT_METRICS_INTERVAL).
+	MetricsEvery time.Duration
 }
 
 // Rotation is the rotation job's policy (DESIGN §6).
@@ -150,6 +176,20 @@ func Load(getenv func(string) string) (Config, error) {
 		RunTimer:     r.bool("CREDVAULT_RUN_TIMER", !hosted),
 	}
 	r.backends(&c)
+	c.Audit = Audit{Mode: r.str("CREDVAULT_AUDIT_MODE", "closed")}
+	if c.Blob != (Blob{}) {
+		c.Audit.Container = r.str("CREDVAULT_AUDIT_CONTAINER", "audit")
+	}
+	if c.Audit.Mode != "closed" && c.Audit.Mode != "open" {
+		r.fail("CREDVAULT_AUDIT_MODE", "must be closed (the default: no value released, no write acknowledged, unless its audit record is durable) or open")
+	}
+	c.Telemetry = Telemetry{
+		ConnectionString:     strings.TrimSpace(getenv("APPLICATIONINSIGHTS_CONNECTION_STRING")),
+		AuthenticationString: strings.TrimSpace(getenv("APPLICATIONINSIGHTS_AUTHENTICATION_STRING")),
+		RoleName:             getenv("WEBSITE_SITE_NAME"),
+		RoleInstance:         getenv("WEBSITE_INSTANCE_ID"),
+		MetricsEvery:         r.duration("CREDVAULT_METRICS_INTERVAL", time.Minute, time.Second, time.Hour),
+	}
 	host := r.str("CREDVAULT_LISTEN_HOST", "127.0.0.1")
 	port := r.int("FUNCTIONS_CUSTOMHANDLER_PORT", 8080, 1, 65535)
 	c.ListenAddr = net.JoinHostPort(host, strconv.Itoa(port))

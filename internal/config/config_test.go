@@ -25,7 +25,9 @@ func TestDefaults(t *testing.T) {
 	want := Config{DataDir: ".data", ListenAddr: "127.0.0.1:8080", AuthMode: AuthDev, KeyDomains: 16,
 		MaxVersions: 25, KeyTTL: 10 * time.Minute, KeyGrace: 24 * time.Hour, LogLevel: "info",
 		Rotation: Rotation{Schedule: "0 0 3 * * *", DomainMaxAge: 90 * 24 * time.Hour, KEKMaxAge: 365 * 24 * time.Hour,
-			GarbageGrace: 24 * time.Hour, Budget: 8 * time.Minute, RunTimer: true}}
+			GarbageGrace: 24 * time.Hour, Budget: 8 * time.Minute, RunTimer: true},
+		Audit:     Audit{Mode: "closed"},
+		Telemetry: Telemetry{MetricsEvery: time.Minute}}
 	want.Entra = c.Entra // checked in the Entra tests
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("defaults = %+v, want %+v", c, want)
@@ -35,12 +37,12 @@ func TestDefaults(t *testing.T) {
 func TestSettings(t *testing.T) {
 	c, err := Load(env("CREDVAULT_DATA_DIR", "/var/cv", "FUNCTIONS_CUSTOMHANDLER_PORT", "9000", "CREDVAULT_LISTEN_HOST", "::1",
 		"CREDVAULT_KEY_DOMAINS", "4", "CREDVAULT_MAX_VERSIONS", "3", "CREDVAULT_KEY_CACHE_TTL", "90s",
-		"CREDVAULT_KEY_GRACE", "0s", "CREDVAULT_LOG_LEVEL", "debug"))
+		"CREDVAULT_KEY_GRACE", "0s", "CREDVAULT_LOG_LEVEL", "debug", "CREDVAULT_AUDIT_MODE", "open"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.DataDir != "/var/cv" || c.ListenAddr != "[::1]:9000" || c.KeyDomains != 4 || c.MaxVersions != 3 ||
-		c.KeyTTL != 90*time.Second || c.KeyGrace != 0 || c.LogLevel != "debug" {
+		c.KeyTTL != 90*time.Second || c.KeyGrace != 0 || c.LogLevel != "debug" || c.Audit.Mode != "open" {
 		t.Fatalf("settings not applied: %+v", c)
 	}
 }
@@ -69,6 +71,8 @@ func TestBadSettingsStopWithOneLine(t *testing.T) {
 		{"CREDVAULT_DOMAIN_KEY_MAX_AGE", "1s", "CREDVAULT_DOMAIN_KEY_MAX_AGE"},
 		{"CREDVAULT_ROTATION_BUDGET", "2h", "CREDVAULT_ROTATION_BUDGET"},
 		{"CREDVAULT_RUN_TIMER", "maybe", "CREDVAULT_RUN_TIMER"},
+		{"CREDVAULT_AUDIT_MODE", "off", "CREDVAULT_AUDIT_MODE"},
+		{"CREDVAULT_METRICS_INTERVAL", "0s", "CREDVAULT_METRICS_INTERVAL"},
 	} {
 		t.Run(c.name+"="+c.value, func(t *testing.T) {
 			_, err := Load(env(c.name, c.value))

@@ -16,6 +16,7 @@ func (s *server) adminList(w http.ResponseWriter, r *http.Request, _ identity.Pr
 	if err != nil {
 		return err
 	}
+	eventOf(r).Count = len(page.Items)
 	return writeJSON(w, http.StatusOK, page)
 }
 
@@ -32,6 +33,7 @@ func (s *server) erase(w http.ResponseWriter, r *http.Request, _ identity.Princi
 	if b.Owner == "" || len(b.Owner) > maxOwnerBytes {
 		return &vault.InvalidError{Field: "owner", Reason: "must be the owner id (tenant/object), 1 to 256 bytes"}
 	}
+	eventOf(r).Owner = b.Owner // the erased owner; Caller stays the administrator
 	rep, err := s.vault.Erase(r.Context(), b.Owner)
 	if err != nil {
 		return err

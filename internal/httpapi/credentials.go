@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/credvault/credvault/internal/audit"
 	"github.com/credvault/credvault/internal/identity"
 	"github.com/credvault/credvault/internal/vault"
 )
@@ -36,10 +37,13 @@ func (s *server) put(w http.ResponseWriter, r *http.Request, p identity.Principa
 		return err
 	}
 	req.Value, req.ContentType, req.Tags = b.Value, b.ContentType, b.Tags
+	ev := eventOf(r)
+	ev.Name = name
 	sec, err := s.vault.Put(r.Context(), p.Owner(), req)
 	if err != nil {
 		return err
 	}
+	ev.Version, ev.KEK, ev.CMK = sec.Version, sec.KEK, sec.CMK
 	h := w.Header()
 	h.Set("ETag", quoteETag(sec.ETag))
 	h.Set("Location", "/api/credentials/"+url.PathEscape(name)+"?version="+strconv.FormatUint(sec.Version, 10))
@@ -63,10 +67,13 @@ func (s *server) get(w http.ResponseWriter, r *http.Request, p identity.Principa
 		}
 		version = v
 	}
+	ev := eventOf(r)
+	ev.Name, ev.Version = name, version
 	sec, err := s.vault.Get(r.Context(), p.Owner(), name, version)
 	if err != nil {
 		return err
 	}
+	ev.Version, ev.KEK, ev.CMK = sec.Version, sec.KEK, sec.CMK
 	w.Header().Set("ETag", quoteETag(sec.ETag))
 	return writeJSON(w, http.StatusOK, sec)
 }
@@ -80,6 +87,7 @@ func (s *server) list(w http.ResponseWriter, r *http.Request, p identity.Princip
 	if err != nil {
 		return err
 	}
+	eventOf(r).Count = len(page.Items)
 	return writeJSON(w, http.StatusOK, page)
 }
 
@@ -88,6 +96,7 @@ func (s *server) versions(w http.ResponseWriter, r *http.Request, p identity.Pri
 	if err := vault.ValidateName(name); err != nil {
 		return err
 	}
+	eventOf(r).Name = name
 	vs, etag, err := s.vault.Versions(r.Context(), p.Owner(), name)
 	if err != nil {
 		return err
@@ -102,11 +111,15 @@ func (s *server) delete(w http.ResponseWriter, r *http.Request, p identity.Princ
 	if err := vault.ValidateName(name); err != nil {
 		return err
 	}
+	ev := eventOf(r)
+	ev.Name = name
 	purge, err := boolParam(r, "purge")
 	if err != nil {
 		return err
 	}
 	if purge {
+		ev.Op = audit.OpSecretPurge
+		ev.Roles = append(ev.Roles, string(identity.CredentialsAdmin))
 		if !p.Has(identity.CredentialsAdmin) {
 			return errForbidden
 		}
@@ -126,6 +139,7 @@ func (s *server) restore(w http.ResponseWriter, r *http.Request, p identity.Prin
 	if err := vault.ValidateName(name); err != nil {
 		return err
 	}
+	eventOf(r).Name = name
 	sum, err := s.vault.Restore(r.Context(), p.Owner(), name)
 	if err != nil {
 		return err

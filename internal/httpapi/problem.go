@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/credvault/credvault/internal/audit"
 	"github.com/credvault/credvault/internal/identity"
 	"github.com/credvault/credvault/internal/keyring"
 	"github.com/credvault/credvault/internal/rotation"
@@ -75,6 +76,10 @@ func status(err error) (int, string, string) {
 	case errors.Is(err, vault.ErrUnavailable), errors.Is(err, context.DeadlineExceeded),
 		errors.Is(err, keyring.ErrUnavailable), errors.Is(err, store.ErrUnavailable):
 		return http.StatusServiceUnavailable, "Service Unavailable", "a backend is unavailable; retry later"
+	case errors.Is(err, audit.ErrUnavailable):
+		return http.StatusServiceUnavailable, "Service Unavailable", "the audit trail cannot be written; nothing was released or changed by this answer; retry later"
+	case errors.Is(err, errNoHasher):
+		return http.StatusServiceUnavailable, "Service Unavailable", "the audit trail is not configured"
 	case errors.Is(err, vault.ErrIntegrity):
 		return http.StatusInternalServerError, "Internal Server Error", "stored data failed verification"
 	default:

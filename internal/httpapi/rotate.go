@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/credvault/credvault/internal/audit"
 	"github.com/credvault/credvault/internal/functions"
 	"github.com/credvault/credvault/internal/identity"
 	"github.com/credvault/credvault/internal/rotation"
@@ -47,6 +48,7 @@ func (s *server) rotate(w http.ResponseWriter, r *http.Request, _ identity.Princ
 	}
 	req := rotation.Request{Steps: b.Steps, Budget: adminRotateBudget}
 	if b.Owner != "" {
+		eventOf(r).Owner = b.Owner // the owner whose KEK rotates; Caller stays the operator
 		oh, err := s.vault.OwnerHash(r.Context(), b.Owner)
 		if err != nil {
 			return err
@@ -106,6 +108,14 @@ func (s *server) invokeTimer(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		rec.err = err
 		code = http.StatusInternalServerError
+	}
+	if s.audit != nil {
+		ev := audit.Event{Op: audit.OpRotation, Outcome: outcome(code), Status: code,
+			Principal: audit.PrincipalSystem, Correlation: rec.correlationID}
+		if err := s.audit.Record(r.Context(), ev); err != nil {
+			writeProblem(w, r, err) // the host sees a failed invocation
+			return
+		}
 	}
 	writeJSON(w, code, out)
 }

@@ -12,7 +12,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/credvault/credvault/internal/audit"
 	"github.com/credvault/credvault/internal/identity"
+	"github.com/credvault/credvault/internal/telemetry"
 	"github.com/credvault/credvault/internal/vault"
 )
 
@@ -29,12 +31,24 @@ type Options struct {
 	// Rotator runs the rotation job (POST/GET /api/admin/rotate and the
 	// rotate timer's invocation); nil: those answer 503.
 	Rotator Rotator
+	// Audit records an audit event for every authenticated route's call
+	// (and every authentication failure and denial) before the response is
+	// released; nil: no audit trail (tests and benchmarks only).
+	Audit Auditor
+	// Hasher answers POST /api/admin/audit-hash; nil: that route answers 503.
+	Hasher Hasher
+	// Telemetry receives a request item per call and an exception per 5xx;
+	// default telemetry.Discard.
+	Telemetry telemetry.Sink
 }
 
 type server struct {
 	vault   *vault.Vault
 	auth    Authenticator
 	rotator Rotator
+	audit   Auditor
+	hasher  Hasher
+	tel     telemetry.Sink
 	log     *slog.Logger
 
 	mux    *http.ServeMux
@@ -51,10 +65,14 @@ func New(opt Options) http.Handler {
 	if opt.Log == nil {
 		opt.Log = slog.Default()
 	}
-	s := &server{vault: opt.Vault, auth: opt.Auth, rotator: opt.Rotator, log: opt.Log,
+	if opt.Telemetry == nil {
+		opt.Telemetry = telemetry.Discard
+	}
+	s := &server{vault: opt.Vault, auth: opt.Auth, rotator: opt.Rotator, audit: opt.Audit, hasher: opt.Hasher,
+		tel: opt.Telemetry, log: opt.Log,
 		mux: http.NewServeMux(), paths: http.NewServeMux(), allows: map[string][]string{}}
 	for _, rt := range routeTable {
-		s.handle(rt.pattern, rt.roles, func(w http.ResponseWriter, r *http.Request, p identity.Principal) error {
+		s.handle(rt, func(w http.ResponseWriter, r *http.Request, p identity.Principal) error {
 			return rt.serve(s, w, r, p)
 		})
 	}
@@ -66,25 +84,27 @@ func New(opt Options) http.Handler {
 }
 
 // route is one API route: its pattern, the roles a caller must hold (nil:
-// no authentication), and its handler.
+// no authentication), the operation its audit records name, and its handler.
 type route struct {
 	pattern string
 	roles   []identity.Role
+	op      string
 	serve   func(*server, http.ResponseWriter, *http.Request, identity.Principal) error
 }
 
 var routeTable = []route{
-	{"GET /api/health", nil, (*server).health},
-	{"PUT /api/credentials/{name}", roles(identity.CredentialsWrite), (*server).put},
-	{"GET /api/credentials/{name}", roles(identity.CredentialsRead), (*server).get},
-	{"GET /api/credentials", roles(identity.CredentialsRead), (*server).list},
-	{"GET /api/credentials/{name}/versions", roles(identity.CredentialsRead), (*server).versions},
-	{"DELETE /api/credentials/{name}", roles(identity.CredentialsDelete), (*server).delete},
-	{"POST /api/credentials/{name}/restore", roles(identity.CredentialsDelete), (*server).restore},
-	{"GET /api/admin/credentials", roles(identity.CredentialsAdmin), (*server).adminList},
-	{"POST /api/admin/erase", roles(identity.CredentialsAdmin), (*server).erase},
-	{"POST /api/admin/rotate", roles(identity.KeysRotate), (*server).rotate},
-	{"GET /api/admin/rotate", roles(identity.KeysRotate), (*server).lastRotation},
+	{"GET /api/health", nil, "", (*server).health},
+	{"PUT /api/credentials/{name}", roles(identity.CredentialsWrite), audit.OpSecretWrite, (*server).put},
+	{"GET /api/credentials/{name}", roles(identity.CredentialsRead), audit.OpSecretRead, (*server).get},
+	{"GET /api/credentials", roles(identity.CredentialsRead), audit.OpSecretList, (*server).list},
+	{"GET /api/credentials/{name}/versions", roles(identity.CredentialsRead), audit.OpSecretVersions, (*server).versions},
+	{"DELETE /api/credentials/{name}", roles(identity.CredentialsDelete), audit.OpSecretDelete, (*server).delete},
+	{"POST /api/credentials/{name}/restore", roles(identity.CredentialsDelete), audit.OpSecretRestore, (*server).restore},
+	{"GET /api/admin/credentials", roles(identity.CredentialsAdmin), audit.OpAdminList, (*server).adminList},
+	{"POST /api/admin/erase", roles(identity.CredentialsAdmin), audit.OpOwnerErase, (*server).erase},
+	{"POST /api/admin/rotate", roles(identity.KeysRotate), audit.OpRotation, (*server).rotate},
+	{"GET /api/admin/rotate", roles(identity.KeysRotate), audit.OpRotationReport, (*server).lastRotation},
+	{"POST /api/admin/audit-hash", roles(identity.AuditRead), audit.OpAuditHash, (*server).auditHash},
 }
 
 func roles(r ...identity.Role) []identity.Role { return r }
@@ -99,30 +119,20 @@ func Routes() []string {
 	return out
 }
 
-// handle registers a route; needed lists the roles the caller must hold
-// (nil: no authentication at all).
-func (s *server) handle(pattern string, needed []identity.Role, h handlerFunc) {
-	method, path, _ := strings.Cut(pattern, " ")
+// handle registers a route. A route that needs roles authenticates the
+// caller and is audited (see audited); one that needs none is served as is.
+func (s *server) handle(rt route, h handlerFunc) {
+	method, path, _ := strings.Cut(rt.pattern, " ")
 	if _, ok := s.allows[path]; !ok {
 		s.paths.Handle(path, http.NotFoundHandler())
 	}
 	s.allows[path] = append(s.allows[path], method)
-	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		var p identity.Principal
-		if needed != nil {
-			var err error
-			if p, err = s.auth.Authenticate(r.Context(), r.Header); err != nil {
-				writeProblem(w, r, err)
-				return
-			}
-			for _, role := range needed {
-				if !p.Has(role) {
-					writeProblem(w, r, errForbidden)
-					return
-				}
-			}
+	s.mux.HandleFunc(rt.pattern, func(w http.ResponseWriter, r *http.Request) {
+		if rt.roles != nil {
+			s.audited(w, r, rt.op, rt.roles, h)
+			return
 		}
-		if err := h(w, r, p); err != nil {
+		if err := h(w, r, identity.Principal{}); err != nil {
 			writeProblem(w, r, err)
 		}
 	})
@@ -144,7 +154,9 @@ func (s *server) serve(w http.ResponseWriter, r *http.Request) {
 				writeProblem(sw, r, errPanic)
 			}
 		}
-		s.logRequest(r, rec, sw.status, time.Since(start))
+		d := time.Since(start)
+		s.logRequest(r, rec, sw.status, d)
+		s.trackRequest(r, rec, sw.status, start, d)
 	}()
 
 	_, pattern := s.mux.Handler(r)

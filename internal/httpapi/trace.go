@@ -7,6 +7,9 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+
+	"github.com/credvault/credvault/internal/audit"
+	"github.com/credvault/credvault/internal/telemetry"
 )
 
 // record is what one request leaves for its log line.
@@ -14,8 +17,10 @@ type record struct {
 	correlationID string
 	traceID       string
 	spanID        string
+	parentID      string // the caller's span, from its traceparent
 	route         string // the route template, never the path with a name in it
 	err           error
+	event         *audit.Event // the audit record of an authenticated route
 }
 
 type recordKey struct{}
@@ -40,7 +45,7 @@ func withTrace(next http.Handler) http.Handler {
 		flags := "01"
 		if m := traceparentRE.FindStringSubmatch(strings.TrimSpace(r.Header.Get("traceparent"))); m != nil &&
 			m[1] != strings.Repeat("0", 32) && m[2] != strings.Repeat("0", 16) {
-			rec.traceID, flags = m[1], m[3]
+			rec.traceID, rec.parentID, flags = m[1], m[2], m[3]
 		} else {
 			rec.traceID = randomHex(16)
 		}
@@ -51,7 +56,9 @@ func withTrace(next http.Handler) http.Handler {
 		h := w.Header()
 		h.Set("traceparent", "00-"+rec.traceID+"-"+rec.spanID+"-"+flags)
 		h.Set("x-correlation-id", rec.correlationID)
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), recordKey{}, rec)))
+		ctx := context.WithValue(r.Context(), recordKey{}, rec)
+		ctx = telemetry.WithSpan(ctx, telemetry.Span{TraceID: rec.traceID, SpanID: rec.spanID, ParentID: rec.parentID})
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/credvault/credvault/internal/envelope"
 	"github.com/credvault/credvault/internal/store"
@@ -113,6 +114,21 @@ func (o *Owner) KEK(ctx context.Context, n uint32) ([]byte, error) {
 	return o.h.cache.Get(ctx, kekCacheID(o.Hash, v), parent, func(ctx context.Context) ([]byte, error) {
 		return v.Unwrap(ctx, w, kekAAD(o.Hash))
 	})
+}
+
+// CMKVersion names the CMK key version that wraps the domain key version
+// under which KEK version n is wrapped (the last segment of the CMK's key
+// id), for the audit trail; "" when it cannot be told without I/O failing.
+func (o *Owner) CMKVersion(ctx context.Context, n uint32) string {
+	v, ok := o.Ring.Version(n)
+	if !ok {
+		return ""
+	}
+	dv, err := domainWrapper{h: o.h, d: o.Domain}.version(ctx, v.Parent)
+	if err != nil {
+		return ""
+	}
+	return dv.Parent[strings.LastIndexByte(dv.Parent, '/')+1:]
 }
 
 // kekCacheID names a KEK version by everything its unwrap binds (owner,

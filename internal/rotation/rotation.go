@@ -45,8 +45,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/credvault/credvault/internal/audit"
 	"github.com/credvault/credvault/internal/keyring"
 	"github.com/credvault/credvault/internal/store"
+	"github.com/credvault/credvault/internal/telemetry"
 	"github.com/credvault/credvault/internal/vault"
 )
 
@@ -79,6 +81,14 @@ type Options struct {
 	DestroyAfter time.Duration
 	// Logger, if set, gets the report of every run as one structured line.
 	Logger *slog.Logger
+	// Audit, if set, gets one audit record per step of every run, with what
+	// the step did; a record that cannot be written fails the run.
+	Audit Auditor
+}
+
+// Auditor records audit events (the audit trail is one).
+type Auditor interface {
+	Record(ctx context.Context, e audit.Event) error
 }
 
 // Defaults of Options.
@@ -278,6 +288,9 @@ func (j *Job) Run(ctx context.Context, req Request) (Report, error) {
 		if st.err != nil {
 			errs = append(errs, fmt.Errorf("rotation step %s: %w", s, st.err))
 		}
+		if err := j.audit(ctx, req, sr); err != nil {
+			errs = append(errs, fmt.Errorf("rotation step %s: %w", s, err))
+		}
 	}
 
 	// Save where this run stopped and what it did, even when canceled.
@@ -307,6 +320,47 @@ func (j *Job) Run(ctx context.Context, req Request) (Report, error) {
 	}
 	j.log(ctx, rep)
 	return rep, err
+}
+
+// audit records what a step did: one record per step, and for the KEK step
+// a second one for the re-encrypt sweep.
+func (j *Job) audit(ctx context.Context, req Request, sr StepReport) error {
+	if j.opt.Audit == nil {
+		return nil
+	}
+	ev := audit.Event{Principal: audit.PrincipalSystem, Outcome: audit.Success, Subject: req.Owner}
+	if span, ok := telemetry.SpanFrom(ctx); ok {
+		ev.Correlation = span.TraceID
+	}
+	if sr.Error != "" || sr.Failed > 0 {
+		ev.Outcome, ev.Reason = audit.Error, sr.Stopped
+	}
+	// A canceled run still records what it did.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	var evs []audit.Event
+	switch sr.Step {
+	case StepCMK:
+		ev.Op, ev.Count = audit.OpRotateCMK, sr.Rewrapped
+		evs = append(evs, ev)
+	case StepDomain:
+		ev.Op, ev.Count = audit.OpRotateDomain, sr.Added+sr.Rewrapped+sr.Retired+sr.Destroyed
+		evs = append(evs, ev)
+	case StepKEK:
+		ev.Op, ev.Count = audit.OpRotateKEK, sr.Added+sr.Retired+sr.Destroyed
+		sweep := ev
+		sweep.Op, sweep.Count = audit.OpReencrypt, sr.Reencrypted
+		evs = append(evs, ev, sweep)
+	case StepGarbage:
+		ev.Op, ev.Count = audit.OpGarbage, sr.Collected
+		evs = append(evs, ev)
+	}
+	for _, e := range evs {
+		if err := j.opt.Audit.Record(ctx, e); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // LastReport returns the report of the last run; ErrNoReport before any.

@@ -105,8 +105,8 @@ func TestDomainRotationMakesNoPerOwnerKeyVaultCall(t *testing.T) {
 		}
 		ds := step(rep, rotation.StepDomain)
 		t.Logf("domain step: %s", reportJSON(rotation.Report{Steps: []rotation.StepReport{ds}}))
-		if ds.Added != used || ds.Rewrapped != owners+1 || ds.Retired != used || ds.Destroyed != 0 || ds.Failed != 0 {
-			t.Fatalf("domain step = %+v; want %d added, %d re-wrapped (owners and the index key), %d retired, none destroyed", ds, used, owners+1, used)
+		if ds.Added != used || ds.Rewrapped != owners+2 || ds.Retired != used || ds.Destroyed != 0 || ds.Failed != 0 {
+			t.Fatalf("domain step = %+v; want %d added, %d re-wrapped (owners, the index and the audit key), %d retired, none destroyed", ds, used, owners+2, used)
 		}
 		if wraps := e.kv.Calls("wrapKey"); wraps != used {
 			t.Fatalf("Key Vault wraps = %d, want one per domain (%d)", wraps, used)
@@ -321,7 +321,7 @@ func TestCheckpointResumes(t *testing.T) {
 	if !reps[len(reps)-1].Complete || midPass < owners/2-1 {
 		t.Fatalf("%d runs, %d stopped mid-pass: want the pass over %d keyrings spread over runs of one page", len(reps), midPass, owners)
 	}
-	if ds.Examined != owners || ds.Rewrapped != owners+1 {
+	if ds.Examined != owners || ds.Rewrapped != owners+2 { // and the index and audit keys
 		t.Fatalf("domain step over the runs = %+v; want each of the %d keyrings examined and re-wrapped once", ds, owners)
 	}
 

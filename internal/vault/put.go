@@ -110,7 +110,7 @@ func (v *Vault) putOnce(ctx context.Context, oh string, ring *keyring.Owner, req
 	}
 	v.dropBlobs(ctx, trimmed)
 	return Secret{Name: req.Name, Version: version, ContentType: vd.ContentType, Tags: vd.Tags,
-		CreatedAt: vd.Created, CreatedBy: vd.CreatedBy, ETag: newETag}, nil
+		CreatedAt: vd.Created, CreatedBy: vd.CreatedBy, ETag: newETag, KEK: kekVersion, CMK: ring.CMKVersion(ctx, kekVersion)}, nil
 }
 
 // backoff waits a random time below min(attempt+1, 20) ms.

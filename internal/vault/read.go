@@ -44,7 +44,7 @@ func (v *Vault) Get(ctx context.Context, owner, name string, version uint64) (Se
 		return Secret{}, fmt.Errorf("open version %d: %w: %w", vd.Version, ErrIntegrity, err)
 	}
 	return Secret{Name: name, Version: vd.Version, Value: value, ContentType: vd.ContentType, Tags: vd.Tags,
-		CreatedAt: vd.Created, CreatedBy: vd.CreatedBy, ETag: etag}, nil
+		CreatedAt: vd.Created, CreatedBy: vd.CreatedBy, ETag: etag, KEK: vd.KEK, CMK: ring.CMKVersion(ctx, vd.KEK)}, nil
 }
 
 // Versions returns the versions a secret keeps, oldest first, without values.

@@ -61,6 +61,10 @@ type Secret struct {
 	CreatedAt   time.Time         `json:"createdAt"`
 	CreatedBy   string            `json:"createdBy,omitempty"`
 	ETag        string            `json:"-"` // the secret document's ETag
+	// The keys that sealed this version, for the audit trail: the owner KEK
+	// version and the CMK key version above its domain key (Get and Put).
+	KEK uint32 `json:"-"`
+	CMK string `json:"-"`
 }
 
 // Summary is a secret's metadata in a listing: never its value.
