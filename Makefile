@@ -50,16 +50,8 @@ bench: tools ## the benchmarks (figures for the closing notes); the Azure ones r
 	$(GO) test -run '^$$' -bench 'Azure/^(get|put)$$' -benchtime $(BENCHTIME) ./handler/
 	$(GO) test -run '^$$' -bench 'Azure/keyvault' -benchtime 1x ./handler/
 
-package: ## the deployable Functions app folder and zip (linux/amd64)
-	rm -rf $(APP) $(DIST)/credvault.zip
-	mkdir -p $(APP)
-	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags='-s -w' -o $(APP)/handler ./handler
-	chmod 0755 $(APP)/handler
-	cp host.json $(APP)/
-	cp -R functions/. $(APP)/
-	command -v zip >/dev/null || { echo "installing zip"; apt-get install -y -q zip >/dev/null; }
-	cd $(APP) && zip -q -X -r ../credvault.zip .
-	@echo "$(DIST)/credvault.zip: $$(unzip -Z1 $(DIST)/credvault.zip | wc -l) files"
+package: ## the deployable Functions app folder and zip (linux/amd64; the handler keeps its execute bit): dist/app, dist/credvault.zip
+	$(GO) run ./internal/deploy/cmd/package -out $(DIST) -go $(GO)
 
 clean: ## remove build output and installed tools (not the data dir)
 	rm -rf bin $(DIST) $(TOOLS)
