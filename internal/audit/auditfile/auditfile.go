@@ -60,8 +60,8 @@ func validName(segment string) error {
 
 // Append appends data to segment, creating it (and its directories) when it
 // does not exist. Directories are created 0700, files 0600. It writes and
-// fsyncs the file, and for a new file the directories that gained an entry,
-// before it returns nil. The file stays open until the trail appends to
+// fdatasyncs the file, and for a new file fsyncs the directories that
+// gained an entry, before it returns nil. The file stays open until the trail appends to
 // another segment or Close.
 func (s *Store) Append(ctx context.Context, segment string, data []byte) error {
 	if err := ctx.Err(); err != nil {
@@ -78,7 +78,7 @@ func (s *Store) Append(ctx context.Context, segment string, data []byte) error {
 	}
 	_, err = f.Write(data)
 	if err == nil {
-		err = f.Sync()
+		err = datasync(f)
 	}
 	if err == nil && created {
 		err = syncDir(filepath.Dir(f.Name()))
