@@ -3,12 +3,15 @@ package main
 import (
 	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 
+	"github.com/credvault/credvault/internal/identity"
+	"github.com/credvault/credvault/internal/telemetry"
 	"github.com/credvault/credvault/internal/telemetry/appinsights/aitest"
 )
 
@@ -115,4 +118,88 @@ func TestTelemetryEntraAuthentication(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestMalformedConnectionStringIsOneLine: a bad connection string is
+// reported with one line that does not repeat it, and the service runs on
+// without Application Insights.
+func TestMalformedConnectionStringIsOneLine(t *testing.T) {
+	const bad = "InstrumentationKey=not-a-guid-but-secretish;IngestionEndpoint=ftp://x"
+	e := start(t, "APPLICATIONINSIGHTS_CONNECTION_STRING", bad)
+	wantStatus(t, "health", e.do("GET", "/api/health", "", nil), 200)
+	logs := e.logs.String()
+	if n := strings.Count(logs, "APPLICATIONINSIGHTS_CONNECTION_STRING"); n != 1 {
+		t.Fatalf("%d log lines name the setting, want 1:\n%s", n, logs)
+	}
+	if strings.Contains(logs, "not-a-guid-but-secretish") {
+		t.Fatal("the log repeats the connection string")
+	}
+}
+
+// recordingSink keeps what it is sent.
+type recordingSink struct {
+	mu    sync.Mutex
+	items []telemetry.Item
+}
+
+func (s *recordingSink) Track(it telemetry.Item) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.items = append(s.items, it)
+}
+
+func (s *recordingSink) metrics() map[string]float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]float64{}
+	for _, it := range s.items {
+		if m, ok := it.(*telemetry.Metric); ok {
+			out[m.Name] += m.Value
+		}
+	}
+	return out
+}
+
+// TestMetrics: the periodic report sends the key cache's hit ratio, the
+// rotation backlog and (on Key Vault) the calls by operation.
+func TestMetrics(t *testing.T) {
+	e := start(t)
+	alice := e.token("alice")
+	wantStatus(t, "put", e.do("PUT", "/api/credentials/m", alice, map[string]any{"value": "x"}), 201)
+	for range 5 {
+		wantStatus(t, "get", e.do("GET", "/api/credentials/m", alice, nil), 200)
+	}
+	rotator := e.token("ops", identity.KeysRotate)
+	wantStatus(t, "rotate", e.do("POST", "/api/admin/rotate", rotator, nil), 200)
+
+	sink := &recordingSink{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { reportMetrics(ctx, sink, 10*time.Millisecond, e.app.meters); close(done) }()
+	want := []string{"credvault.key_cache.hit_ratio", "credvault.rotation.backlog"}
+	if azureMode() {
+		want = append(want, "credvault.keyvault.calls")
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got := sink.metrics()
+		missing := 0
+		for _, name := range want {
+			if _, ok := got[name]; !ok {
+				missing++
+			}
+		}
+		if missing == 0 {
+			if r := got["credvault.key_cache.hit_ratio"]; r <= 0 || r > 1 {
+				t.Errorf("hit ratio %v, want in (0, 1] after repeated gets", r)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metrics sent: %v, want %v", got, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
 }
