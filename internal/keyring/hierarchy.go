@@ -2,6 +2,7 @@ package keyring
 
 import (
 	"context"
+	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
@@ -105,6 +106,19 @@ func ownerHash(indexKey []byte, owner string) string {
 	m.Write([]byte("credvault/v1 owner\x00"))
 	m.Write([]byte(owner))
 	return hex.EncodeToString(m.Sum(nil)[:16])
+}
+
+// PageKey returns the 256-bit key that seals listing continuation tokens:
+// HKDF-SHA256 from the deployment's index key with its own label, so every
+// instance derives the same key, it changes with the deployment, and a
+// token never reveals or stands for the index key. The caller clears it.
+func (h *Hierarchy) PageKey(ctx context.Context) ([]byte, error) {
+	key, err := h.indexKey(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(key)
+	return hkdf.Key(sha256.New, key, nil, "credvault/v1 page", 32)
 }
 
 func (h *Hierarchy) indexKey(ctx context.Context) ([]byte, error) {

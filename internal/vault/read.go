@@ -72,9 +72,11 @@ func (v *Vault) Versions(ctx context.Context, owner, name string) ([]Secret, str
 
 // ListOptions select a page of a listing.
 type ListOptions struct {
-	Limit        int    // 1..MaxListLimit; 0 means DefaultListLimit
-	Continuation string // from the previous page
-	Deleted      bool   // list soft-deleted secrets instead of live ones
+	Limit int // 1..MaxListLimit; 0 means DefaultListLimit
+	// Continuation is the previous page's token, sealed to its listing (see
+	// page.go): any other value is an InvalidError.
+	Continuation string
+	Deleted      bool // list soft-deleted secrets instead of live ones
 }
 
 // Listing bounds.
@@ -84,6 +86,8 @@ const (
 )
 
 // List returns a page of an owner's secrets, metadata only, in name order.
+// A page may hold fewer than Limit items (deleted secrets are skipped) and
+// still carry a continuation; the listing ends when the continuation is "".
 func (v *Vault) List(ctx context.Context, owner string, opt ListOptions) (Page, error) {
 	oh, err := v.ownerHash(ctx, owner)
 	if err != nil {
@@ -99,14 +103,21 @@ func (v *Vault) list(ctx context.Context, partition string, opt ListOptions) (Pa
 	if opt.Limit < 0 || opt.Limit > MaxListLimit {
 		return Page{}, invalid("limit", "must be between 1 and %d", MaxListLimit)
 	}
-	p, err := v.meta.List(ctx, store.Query{Partition: partition, Kind: store.KindSecret, Limit: opt.Limit, Continuation: opt.Continuation})
+	cont, err := v.openPage(ctx, partition, opt.Deleted, opt.Continuation)
+	if err != nil {
+		return Page{}, err
+	}
+	p, err := v.meta.List(ctx, store.Query{Partition: partition, Kind: store.KindSecret, Limit: opt.Limit, Continuation: cont})
 	if errors.Is(err, store.ErrInvalid) {
-		return Page{}, invalid("continuation", "is not a continuation token of this listing")
+		return Page{}, badPageToken()
 	}
 	if err != nil {
 		return Page{}, backend("list metadata", err)
 	}
-	out := Page{Items: []Summary{}, Continuation: p.Continuation}
+	out := Page{Items: []Summary{}}
+	if out.Continuation, err = v.sealPage(ctx, partition, opt.Deleted, p.Continuation); err != nil {
+		return Page{}, err
+	}
 	for _, it := range p.Items {
 		var d secretDoc
 		if err := decode(it, &d); err != nil {
