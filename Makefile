@@ -30,12 +30,14 @@ lint: ## gofmt and go vet
 	if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet $(PKGS)
 
-test: lint tools ## every test, with the race detector; starts the emulators it needs
-	CREDVAULT_EMULATORS_REQUIRED=1 $(GO) test -race -count=1 $(PKGS)
+test: lint tools ## every test, with the race detector; starts the emulators it needs; the browser test must run
+	CREDVAULT_EMULATORS_REQUIRED=1 CREDVAULT_BROWSER_REQUIRED=1 $(GO) test -race -count=1 $(PKGS)
 	@echo "The HTTP suite again, on the Azure adapters (Azurite, Cosmos DB emulator, Key Vault fake):"
-	CREDVAULT_EMULATORS_REQUIRED=1 CREDVAULT_TEST_BACKENDS=azure $(GO) test -race -count=1 ./handler/
+	CREDVAULT_EMULATORS_REQUIRED=1 CREDVAULT_BROWSER_REQUIRED=1 CREDVAULT_TEST_BACKENDS=azure $(GO) test -race -count=1 ./handler/
 
-tools: $(NPM_STAMP) ## install the test emulators (Azurite, cosmosdb-server) into .tools/, pinned by the lock file
+tools: $(NPM_STAMP) ## install the test emulators (Azurite, cosmosdb-server) into .tools/, pinned by the lock file, and Debian's chromium for the browser test
+	@command -v chromium >/dev/null || { echo "installing Debian's chromium (the browser test's headless browser)"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
 $(NPM_STAMP): internal/emulators/package.json internal/emulators/package-lock.json
 	mkdir -p $(NPM_DIR)

@@ -232,7 +232,7 @@ func openAppWith(cfg config.Config, log *slog.Logger, d deps) (a *app, err error
 	})
 	a.meters.cache, a.meters.rotation, a.meters.trail = a.keys.Cache(), a.rotation, a.trail
 	a.api = httpapi.Options{Vault: a.vault, Auth: auth, Log: log, Rotator: a.rotation,
-		Audit: a.trail, Hasher: a.trail, Telemetry: a.tel}
+		Audit: a.trail, Hasher: a.trail, Telemetry: a.tel, CORSOrigins: cfg.CORSOrigins}
 	a.handler = httpapi.New(a.api)
 	return a, nil
 }

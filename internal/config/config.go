@@ -47,6 +47,12 @@ type Config struct {
 
 	Audit     Audit     // the audit trail
 	Telemetry Telemetry // Application Insights
+
+	// CORSOrigins is CREDVAULT_CORS_ORIGINS: the exact origins
+	// (scheme://host[:port]) a browser frontend may call from, for local
+	// runs; refused in Azure, where the platform's CORS (set by infra/)
+	// applies. Empty: the handler answers no CORS.
+	CORSOrigins []string
 }
 
 // Audit configures the audit trail (DESIGN §7). Its store follows the blob
@@ -200,6 +206,7 @@ func Load(getenv func(string) string) (Config, error) {
 		r.fail("CREDVAULT_LOG_LEVEL", "must be debug, info, warn or error")
 	}
 	r.auth(&c)
+	c.CORSOrigins = r.origins("CREDVAULT_CORS_ORIGINS", inAzure)
 	if r.err != nil {
 		return Config{}, r.err
 	}
@@ -252,6 +259,36 @@ func (r *reader) auth(c *Config) {
 			r.fail("CREDVAULT_AUTH_MODE", "easyauth is refused: WEBSITE_AUTH_ENABLED is not True, so App Service Authentication is off and anyone could send X-MS-CLIENT-PRINCIPAL")
 		}
 	}
+}
+
+// origins reads a comma-separated list of exact browser origins, each as a
+// browser sends it in its Origin header: http or https, lower-case host, a
+// port only when not the scheme's default, nothing after. A wildcard is
+// refused: the API's callers send credentials (a bearer token).
+func (r *reader) origins(name string, inAzure bool) []string {
+	list := r.list(name)
+	if len(list) > 0 && inAzure {
+		r.fail(name, "is refused when running in Azure (WEBSITE_INSTANCE_ID is set): the platform's CORS applies there, set by infra/ (corsAllowedOrigins)")
+		return nil
+	}
+	for i, o := range list {
+		if strings.Contains(o, "*") {
+			r.fail(name, fmt.Sprintf("entry %d is a wildcard: list exact origins (scheme://host[:port]); callers send credentials in the Authorization header", i+1))
+			return nil
+		}
+		u, err := url.Parse(o)
+		ok := err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && u.User == nil &&
+			u.Opaque == "" && u.Path == "" && !u.ForceQuery && u.RawQuery == "" && u.Fragment == "" && o == strings.ToLower(o)
+		if ok {
+			port := u.Port()
+			ok = !strings.HasSuffix(u.Host, ":") && !(u.Scheme == "http" && port == "80") && !(u.Scheme == "https" && port == "443")
+		}
+		if !ok {
+			r.fail(name, fmt.Sprintf("entry %d is not an origin as browsers send it: scheme://host[:port] in lower case, no path or trailing slash, no default port", i+1))
+			return nil
+		}
+	}
+	return list
 }
 
 // list reads a comma-separated list; empty entries are dropped.

@@ -2,6 +2,7 @@ package config
 
 import (
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -73,6 +74,16 @@ func TestBadSettingsStopWithOneLine(t *testing.T) {
 		{"CREDVAULT_RUN_TIMER", "maybe", "CREDVAULT_RUN_TIMER"},
 		{"CREDVAULT_AUDIT_MODE", "off", "CREDVAULT_AUDIT_MODE"},
 		{"CREDVAULT_METRICS_INTERVAL", "0s", "CREDVAULT_METRICS_INTERVAL"},
+		{"CREDVAULT_CORS_ORIGINS", "*", "wildcard"},
+		{"CREDVAULT_CORS_ORIGINS", "https://*.example.com", "wildcard"},
+		{"CREDVAULT_CORS_ORIGINS", "http://localhost:5173/", "CREDVAULT_CORS_ORIGINS"},
+		{"CREDVAULT_CORS_ORIGINS", "http://localhost:5173/app", "CREDVAULT_CORS_ORIGINS"},
+		{"CREDVAULT_CORS_ORIGINS", "localhost:5173", "CREDVAULT_CORS_ORIGINS"},
+		{"CREDVAULT_CORS_ORIGINS", "ftp://localhost", "CREDVAULT_CORS_ORIGINS"},
+		{"CREDVAULT_CORS_ORIGINS", "https://App.example.com", "CREDVAULT_CORS_ORIGINS"},
+		{"CREDVAULT_CORS_ORIGINS", "https://app.example.com:443", "CREDVAULT_CORS_ORIGINS"},
+		{"CREDVAULT_CORS_ORIGINS", "https://user@app.example.com", "CREDVAULT_CORS_ORIGINS"},
+		{"CREDVAULT_CORS_ORIGINS", "null", "CREDVAULT_CORS_ORIGINS"},
 	} {
 		t.Run(c.name+"="+c.value, func(t *testing.T) {
 			_, err := Load(env(c.name, c.value))
@@ -203,5 +214,25 @@ func TestAuthSettingsStopWithOneLine(t *testing.T) {
 				t.Fatalf("error %q: want one line containing %q", msg, c.want)
 			}
 		})
+	}
+}
+
+func TestCORSOrigins(t *testing.T) {
+	c, err := Load(env("CREDVAULT_CORS_ORIGINS", " http://localhost:5173, https://app.example.com ,http://127.0.0.1:8081"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"http://localhost:5173", "https://app.example.com", "http://127.0.0.1:8081"}; !reflect.DeepEqual(c.CORSOrigins, want) {
+		t.Fatalf("CORSOrigins = %q, want %q", c.CORSOrigins, want)
+	}
+	// In Azure the platform's CORS applies: the handler's own is refused.
+	_, err = Load(env(append(slices.Clone(azureBackends), "CREDVAULT_ENTRA_TENANTS", tenantA, "CREDVAULT_ENTRA_AUDIENCES", "api://credvault",
+		"CREDVAULT_CORS_ORIGINS", "https://app.example.com")...))
+	if err == nil || !strings.Contains(err.Error(), "CREDVAULT_CORS_ORIGINS") || !strings.Contains(err.Error(), "platform") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("CREDVAULT_CORS_ORIGINS in Azure: %v, want one line naming it and the platform's CORS", err)
+	}
+	c, err = Load(env(append(slices.Clone(azureBackends), "CREDVAULT_ENTRA_TENANTS", tenantA, "CREDVAULT_ENTRA_AUDIENCES", "api://credvault")...))
+	if err != nil || c.CORSOrigins != nil {
+		t.Fatalf("Azure start without CORS origins: %v, CORSOrigins %q", err, c.CORSOrigins)
 	}
 }

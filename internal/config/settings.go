@@ -81,6 +81,7 @@ func Settings() []Setting {
 		{"APPLICATIONINSIGHTS_CONNECTION_STRING", App},
 		{"APPLICATIONINSIGHTS_AUTHENTICATION_STRING", App},
 		{"CREDVAULT_METRICS_INTERVAL", App},
+		{"CREDVAULT_CORS_ORIGINS", Local}, // the handler's own CORS; refused in Azure, where the platform's applies
 		{"WEBSITE_SITE_NAME", Platform},
 		{"WEBSITE_INSTANCE_ID", Platform},
 		{"AzureWebJobsScriptRoot", Platform},

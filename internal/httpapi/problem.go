@@ -30,6 +30,7 @@ var (
 	errMethod          = errors.New("method not allowed")
 	errRoute           = errors.New("no such route")
 	errPanic           = errors.New("panic")
+	errCrossOrigin     = errors.New("the origin, method or request headers are not allowed for cross-origin calls")
 )
 
 // status is the one map from an error to an HTTP status and the text shown
@@ -55,7 +56,7 @@ func status(err error) (int, string, string) {
 		return http.StatusUnauthorized, "Unauthorized", "a bearer token is required"
 	case errors.Is(err, identity.ErrInvalidToken):
 		return http.StatusUnauthorized, "Unauthorized", tokenClass(err)
-	case errors.Is(err, errForbidden):
+	case errors.Is(err, errForbidden), errors.Is(err, errCrossOrigin):
 		return http.StatusForbidden, "Forbidden", err.Error()
 	case errors.Is(err, rotation.ErrInvalidOwner), errors.Is(err, rotation.ErrInvalidStep):
 		return http.StatusBadRequest, "Bad Request", "the rotation request names an unknown step or owner"

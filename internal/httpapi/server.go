@@ -40,6 +40,10 @@ type Options struct {
 	// Telemetry receives a request item per call and an exception per 5xx;
 	// default telemetry.Discard.
 	Telemetry telemetry.Sink
+	// CORSOrigins are the exact origins (scheme://host[:port]) a browser
+	// frontend may call from; empty: the handler answers no CORS (in Azure
+	// the platform's CORS applies). See cors.go.
+	CORSOrigins []string
 }
 
 type server struct {
@@ -80,7 +84,11 @@ func New(opt Options) http.Handler {
 	s.mux.HandleFunc("POST /"+TimerFunction, s.invokeTimer)
 	s.paths.Handle("/"+TimerFunction, http.NotFoundHandler())
 	s.allows["/"+TimerFunction] = []string{http.MethodPost}
-	return withTrace(http.HandlerFunc(s.serve))
+	var h http.Handler = http.HandlerFunc(s.serve)
+	if len(opt.CORSOrigins) > 0 {
+		h = s.withCORS(opt.CORSOrigins, h)
+	}
+	return withTrace(h)
 }
 
 // route is one API route: its pattern, the roles a caller must hold (nil:
