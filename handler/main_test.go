@@ -45,6 +45,7 @@ type testEnv struct {
 	// it receives is checked with the logs and the audit trail for leaks.
 	ingest   *aitest.Server
 	canaries canaries
+	contract *contractLog // exchanges checked against the OpenAPI document (contract_test.go)
 }
 
 // azureMode reports whether the suite runs on the Azure adapters.
@@ -167,7 +168,7 @@ func (e *testEnv) open() {
 			e.t.Fatalf("azure mode wired %T, %T, %T", e.app.blobs, e.app.meta, e.app.cmk)
 		}
 	}
-	e.srv = httptest.NewServer(e.app.handler)
+	e.srv = httptest.NewServer(e.record(e.app.handler))
 	e.t.Cleanup(e.close)
 }
 
@@ -180,6 +181,7 @@ func (e *testEnv) close() {
 		e.app.close()
 		e.srv = nil
 		e.checkEmitted()
+		e.checkContract()
 	}
 }
 

@@ -113,6 +113,7 @@ var routeTable = []route{
 	{"POST /api/admin/rotate", roles(identity.KeysRotate), audit.OpRotation, (*server).rotate},
 	{"GET /api/admin/rotate", roles(identity.KeysRotate), audit.OpRotationReport, (*server).lastRotation},
 	{"POST /api/admin/audit-hash", roles(identity.AuditRead), audit.OpAuditHash, (*server).auditHash},
+	{"GET /api/openapi.json", nil, "", (*server).openapi},
 }
 
 func roles(r ...identity.Role) []identity.Role { return r }
