@@ -49,6 +49,43 @@ func TestGroupCommit(t *testing.T) {
 	}
 }
 
+// TestCommitInterval: a record after a quiet spell is appended at once;
+// records that follow within CommitInterval wait and share one append; Close
+// writes them without waiting out the interval.
+func TestCommitInterval(t *testing.T) {
+	st := newMemStore()
+	tr := New(st, Options{Keys: newKeys(), LogID: "paced", Log: quiet, CommitInterval: time.Hour})
+	const n = 8
+	var queued sync.WaitGroup
+	queued.Add(1 + n)
+	tr.queuedHook = queued.Done
+	if err := tr.Record(context.Background(), userRead(0)); err != nil { // durable at once, not in an hour
+		t.Fatalf("Record after a quiet spell: %v", err)
+	}
+	errs := make(chan error, n)
+	for i := range n {
+		go func() { errs <- tr.Record(context.Background(), userRead(1+i)) }()
+	}
+	queued.Wait()
+	if got := st.appendCount(); got != 1 {
+		t.Fatalf("%d appends while %d records wait out the interval, want 1", got, n)
+	}
+	if err := tr.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatalf("Record: %v", err)
+		}
+	}
+	if got := st.appendCount(); got != 2 {
+		t.Fatalf("%d appends, want 2: one at once, one for the %d that waited", got, n)
+	}
+	if rep := verifyOK(t, st); rep.Records != 1+n {
+		t.Fatalf("%d records written, want %d", rep.Records, 1+n)
+	}
+}
+
 // TestMaxBatch: a batch holds at most MaxBatch records.
 func TestMaxBatch(t *testing.T) {
 	st := newMemStore()

@@ -5,18 +5,23 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/credvault/credvault/internal/telemetry"
 )
 
 // run is the writer goroutine: it takes whatever is queued when it is free
-// (up to MaxBatch records and maxAppendBytes), appends it as one batch, and
-// answers every record of the batch. It stops once no Record can queue any
-// more and the queue is empty, or when Close gives up.
+// (up to MaxBatch records and maxAppendBytes), waits for more until
+// CommitInterval has passed since the last append started, appends it all
+// as one batch, and answers every record of the batch. It stops once no
+// Record can queue any more and the queue is empty, or when Close gives up.
 func (t *Trail) run() {
 	defer close(t.done)
 	defer t.cancel()
-	var carry *entry // taken from the queue but too big for the last batch
+	pace := time.NewTimer(time.Hour)
+	pace.Stop()
+	var last time.Time // when the last append started
+	var carry *entry   // taken from the queue but too big for the last batch
 	for {
 		first := carry
 		carry = nil
@@ -30,28 +35,56 @@ func (t *Trail) run() {
 					return
 				}
 			case <-t.abort:
+				t.failQueued(nil)
+				return
 			}
 		}
-		select {
-		case <-t.abort:
-			t.failQueued(first)
-			return
-		default:
-		}
 		batch, size := []*entry{first}, first.size
+		add := func(e *entry) bool {
+			if size+e.size > maxAppendBytes {
+				carry = e
+				return false
+			}
+			batch, size = append(batch, e), size+e.size
+			return true
+		}
+		due := last.Add(t.opt.CommitInterval)
 	fill:
 		for len(batch) < t.opt.MaxBatch {
 			select {
+			case <-t.abort:
+				t.failQueued(append(batch, carry))
+				return
 			case e := <-t.queue:
-				if size+e.size > maxAppendBytes {
-					carry = e
+				if !add(e) {
 					break fill
 				}
-				batch, size = append(batch, e), size+e.size
+				continue
 			default:
+			}
+			wait := time.Until(due)
+			if wait <= 0 {
 				break fill
 			}
+			pace.Reset(wait)
+			select {
+			case e := <-t.queue:
+				pace.Stop()
+				if !add(e) {
+					break fill
+				}
+			case <-pace.C:
+				break fill
+			case <-t.noMore: // closing: write what is queued without waiting
+				pace.Stop()
+				due = time.Time{}
+			case <-t.abort:
+				pace.Stop()
+				t.failQueued(append(batch, carry))
+				return
+			}
 		}
+		last = time.Now()
 		t.write(batch)
 	}
 }
@@ -95,12 +128,14 @@ func (t *Trail) write(batch []*entry) {
 	}
 }
 
-// failQueued fails first (if any) and everything still queued: Close gave
-// up waiting for them.
-func (t *Trail) failQueued(first *entry) {
+// failQueued fails taken (nil entries skipped) and everything still
+// queued: Close gave up waiting for them.
+func (t *Trail) failQueued(taken []*entry) {
 	var failed []*entry
-	if first != nil {
-		failed = append(failed, first)
+	for _, e := range taken {
+		if e != nil {
+			failed = append(failed, e)
+		}
 	}
 	for {
 		select {
