@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/rsa"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/lestrrat-go/jwx/v3/jwa"
@@ -71,6 +73,9 @@ type JWTVerifier struct {
 	skew      time.Duration
 	roleMap   map[string]Role
 	now       func() time.Time
+	verified  *verified
+	// signatures counts RSA signature verifications (tests).
+	signatures atomic.Int64
 }
 
 // NewJWTVerifier checks o and builds a verifier. It copies the slices and
@@ -93,6 +98,7 @@ func NewJWTVerifier(o VerifierOptions) (*JWTVerifier, error) {
 		tenants:   make(map[string]bool, len(o.Tenants)),
 		skew:      skew,
 		now:       o.Now,
+		verified:  newVerified(),
 	}
 	if v.now == nil {
 		v.now = time.Now
@@ -148,8 +154,23 @@ type jwsHeader struct {
 	B64  *json.RawMessage `json:"b64"`
 }
 
-// Verify verifies a compact JWS token and returns its principal.
+// Verify verifies a compact JWS token and returns its principal. A token
+// verified before under the key its kid still names skips the signature
+// check (see verified); every other check runs each time.
 func (v *JWTVerifier) Verify(ctx context.Context, token string) (Principal, error) {
+	var sum [sha256.Size]byte
+	if len(token) <= MaxTokenSize {
+		sum = sha256.Sum256([]byte(token))
+		if e, ok := v.verified.get(sum); ok {
+			key, err := v.key(ctx, e.kid)
+			if err != nil {
+				return Principal{}, err
+			}
+			if key.Equal(e.key) {
+				return v.principal(e.tok)
+			}
+		}
+	}
 	hdr, err := precheck(token)
 	if err != nil {
 		return Principal{}, err
@@ -160,6 +181,7 @@ func (v *JWTVerifier) Verify(ctx context.Context, token string) (Principal, erro
 	}
 	// The algorithm is pinned by the verifier, not taken from the token or
 	// the key: jwx checks that the header says RS256 too.
+	v.signatures.Add(1)
 	tok, err := jwt.Parse([]byte(token), jwt.WithKey(jwa.RS256(), key), jwt.WithValidate(false))
 	if err != nil {
 		if errors.Is(err, jws.VerifyError()) || errors.Is(err, jws.VerificationError()) {
@@ -167,7 +189,13 @@ func (v *JWTVerifier) Verify(ctx context.Context, token string) (Principal, erro
 		}
 		return Principal{}, fmt.Errorf("%w: payload is not a JWT claims set", ErrMalformed)
 	}
-	return v.principal(tok)
+	p, err := v.principal(tok)
+	if err != nil {
+		return Principal{}, err
+	}
+	exp, _ := tok.Expiration() // principal requires exp
+	v.verified.put(sum, verifiedToken{kid: *hdr.Kid, key: key, tok: tok, exp: exp.Add(v.skew)}, v.now())
+	return p, nil
 }
 
 // precheck rejects what is not a compact RS256 JWS with a kid before any key
