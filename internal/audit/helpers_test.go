@@ -55,18 +55,22 @@ var errInjected = errors.New("injected append failure")
 
 // memStore is an in-memory Store and Reader. fail, if set, decides the fate
 // of append number n (1-based); gate, if set, holds every append until it is
-// closed.
+// closed; entered, if set, is sent a value as each append begins.
 type memStore struct {
 	mu      sync.Mutex
 	segs    map[string][]byte
 	appends int
 	fail    func(n int) failMode
 	gate    chan struct{}
+	entered chan struct{}
 }
 
 func newMemStore() *memStore { return &memStore{segs: map[string][]byte{}} }
 
 func (m *memStore) Append(ctx context.Context, segment string, data []byte) error {
+	if m.entered != nil {
+		m.entered <- struct{}{}
+	}
 	if m.gate != nil {
 		select {
 		case <-m.gate:

@@ -19,9 +19,9 @@ const (
 	DefaultMaxBatch      = 512
 	DefaultQueueSize     = 10_000
 	DefaultAppendTimeout = 30 * time.Second
-	// DefaultCommitInterval paces appends: a machine's fdatasync costs
-	// about 100 µs of CPU, so a burst of records is better one append than
-	// many. An idle trail appends at once.
+	// DefaultCommitInterval paces a busy trail's appends: one fdatasync
+	// costs about 100 µs of CPU here, so a burst of records is better one
+	// append than many. An idle trail appends at once.
 	DefaultCommitInterval = time.Millisecond
 )
 
@@ -42,17 +42,18 @@ type Options struct {
 	// AppendTimeout bounds one Store.Append, default 30s. An append that
 	// times out failed: the trail moves to a new segment.
 	AppendTimeout time.Duration
-	// CommitInterval is the least time between the starts of two appends,
-	// default DefaultCommitInterval; negative appends whenever the writer
-	// is free. A record that arrives after a quiet interval is appended at
-	// once; under load, records wait at most this long to share an append.
+	// CommitInterval paces a busy trail, default DefaultCommitInterval;
+	// negative never waits. A record that finds the writer idle is appended
+	// at once. When records were queued while the last append was in
+	// flight, the next append waits until CommitInterval after the last one
+	// began, so that a burst shares one append (one fdatasync).
 	CommitInterval time.Duration
 }
 
 // Trail writes audit records through a Store: one writer goroutine, group
-// commits (everything queued while an append is in flight, or within
-// CommitInterval of the last append's start, goes in the next one, up to
-// MaxBatch records), one hash chain per Trail (its log id),
+// commits (everything queued while an append is in flight, and, when the
+// trail is busy, until CommitInterval after its start, goes in the next one,
+// up to MaxBatch records), one hash chain per Trail (its log id),
 // segments named by the hour of their first record.
 //
 // Closed mode: Record returns nil only once the record is durable. Open

@@ -49,26 +49,35 @@ func TestGroupCommit(t *testing.T) {
 	}
 }
 
-// TestCommitInterval: a record after a quiet spell is appended at once;
-// records that follow within CommitInterval wait and share one append; Close
-// writes them without waiting out the interval.
+// TestCommitInterval: a record that finds the trail idle is appended at
+// once; records queued while an append is in flight mean the trail is busy,
+// so they wait until CommitInterval after that append began and share one
+// append; Close writes them without waiting out the interval.
 func TestCommitInterval(t *testing.T) {
 	st := newMemStore()
+	st.gate = make(chan struct{})
+	st.entered = make(chan struct{}, 4)
 	tr := New(st, Options{Keys: newKeys(), LogID: "paced", Log: quiet, CommitInterval: time.Hour})
 	const n = 8
 	var queued sync.WaitGroup
 	queued.Add(1 + n)
 	tr.queuedHook = queued.Done
-	if err := tr.Record(context.Background(), userRead(0)); err != nil { // durable at once, not in an hour
-		t.Fatalf("Record after a quiet spell: %v", err)
-	}
+	first := make(chan error, 1)
+	go func() { first <- tr.Record(context.Background(), userRead(0)) }()
+	<-st.entered // appended at once, not in an hour
 	errs := make(chan error, n)
 	for i := range n {
 		go func() { errs <- tr.Record(context.Background(), userRead(1+i)) }()
 	}
 	queued.Wait()
-	if got := st.appendCount(); got != 1 {
-		t.Fatalf("%d appends while %d records wait out the interval, want 1", got, n)
+	close(st.gate)
+	if err := <-first; err != nil {
+		t.Fatalf("first Record: %v", err)
+	}
+	select {
+	case <-st.entered:
+		t.Fatalf("the %d records queued behind an append were appended without waiting out the interval", n)
+	case <-time.After(50 * time.Millisecond):
 	}
 	if err := tr.Close(context.Background()); err != nil {
 		t.Fatal(err)

@@ -21,6 +21,7 @@ func (t *Trail) run() {
 	pace := time.NewTimer(time.Hour)
 	pace.Stop()
 	var last time.Time // when the last append started
+	var busy bool      // records were queued while it was in flight
 	var carry *entry   // taken from the queue but too big for the last batch
 	for {
 		first := carry
@@ -48,7 +49,10 @@ func (t *Trail) run() {
 			batch, size = append(batch, e), size+e.size
 			return true
 		}
-		due := last.Add(t.opt.CommitInterval)
+		var due time.Time // no waiting unless the trail is busy
+		if busy {
+			due = last.Add(t.opt.CommitInterval)
+		}
 	fill:
 		for len(batch) < t.opt.MaxBatch {
 			select {
@@ -86,6 +90,7 @@ func (t *Trail) run() {
 		}
 		last = time.Now()
 		t.write(batch)
+		busy = carry != nil || len(t.queue) > 0
 	}
 }
 
