@@ -16,6 +16,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/appendblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
+
+	"github.com/credvault/credvault/internal/blobclient"
 )
 
 const contentType = "application/x-ndjson"
@@ -105,7 +107,7 @@ func (s *Store) segment(name string) *segment {
 
 // create creates the empty append blob, if none exists.
 func (s *Store) create(ctx context.Context, ab *appendblob.Client, name string) error {
-	tctx, tries := withTries(ctx)
+	tctx, tries := blobclient.WithTries(ctx)
 	_, err := ab.Create(tctx, &appendblob.CreateOptions{
 		HTTPHeaders: &blob.HTTPHeaders{BlobContentType: to.Ptr(contentType)},
 		AccessConditions: &blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{
@@ -127,7 +129,7 @@ func (s *Store) create(ctx context.Context, ab *appendblob.Client, name string) 
 
 // appendBlock appends chunk at offset off.
 func (s *Store) appendBlock(ctx context.Context, ab *appendblob.Client, name string, off int64, chunk []byte) error {
-	tctx, tries := withTries(ctx)
+	tctx, tries := blobclient.WithTries(ctx)
 	_, err := ab.AppendBlock(tctx, streaming.NopCloser(bytes.NewReader(chunk)), &appendblob.AppendBlockOptions{
 		AppendPositionAccessConditions: &appendblob.AppendPositionAccessConditions{AppendPosition: to.Ptr(off)},
 	})

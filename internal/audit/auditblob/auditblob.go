@@ -18,19 +18,13 @@ package auditblob
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
-	"net/http"
-	"net/url"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
@@ -39,6 +33,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 
 	"github.com/credvault/credvault/internal/audit"
+	"github.com/credvault/credvault/internal/blobclient"
 )
 
 var (
@@ -92,23 +87,9 @@ type Store struct {
 // credential such as a managed identity (role: Storage Blob Data
 // Contributor on the container). It makes no network call.
 func New(accountURL, containerName string, cred azcore.TokenCredential, o Options) (*Store, error) {
-	if err := validContainerName(containerName); err != nil {
-		return nil, err
-	}
-	if cred == nil {
-		return nil, errors.New("auditblob: no credential")
-	}
-	u, err := url.Parse(accountURL)
-	if err != nil || u.Host == "" || u.RawQuery != "" || u.User != nil {
-		return nil, fmt.Errorf("auditblob: account URL %q is not of the form https://<account>.blob.core.windows.net", redactURL(accountURL))
-	}
-	if u.Scheme != "https" {
-		return nil, fmt.Errorf("auditblob: account URL %q: bearer tokens are sent over https only", redactURL(accountURL))
-	}
-	u.Path = strings.TrimSuffix(u.Path, "/") + "/" + containerName
-	c, err := container.NewClient(u.String(), tokenCredential{cred}, clientOptions(o.Client))
+	c, err := blobclient.Open(accountURL, containerName, cred, (*container.ClientOptions)(o.Client))
 	if err != nil {
-		return nil, fmt.Errorf("auditblob: container %q: %v", containerName, err)
+		return nil, fmt.Errorf("auditblob: %w", err)
 	}
 	return newStore(c, containerName, o), nil
 }
@@ -117,13 +98,9 @@ func New(accountURL, containerName string, cred azcore.TokenCredential, o Option
 // a connection string names (Azurite's, or a shared-key one). It makes no
 // network call.
 func NewFromConnectionString(connStr, containerName string, o Options) (*Store, error) {
-	if err := validContainerName(containerName); err != nil {
-		return nil, err
-	}
-	c, err := container.NewClientFromConnectionString(connStr, containerName, clientOptions(o.Client))
+	c, err := blobclient.OpenConnectionString(connStr, containerName, (*container.ClientOptions)(o.Client))
 	if err != nil {
-		// The SDK's message may quote the connection string: leave it out.
-		return nil, fmt.Errorf("auditblob: connection string for container %q is not usable", containerName)
+		return nil, fmt.Errorf("auditblob: %w", err)
 	}
 	return newStore(c, containerName, o), nil
 }
@@ -135,16 +112,6 @@ func newStore(c *container.Client, name string, o Options) *Store {
 		s.timeout = DefaultTimeout
 	}
 	return s
-}
-
-// clientOptions returns a copy of o with the policy that counts tries.
-func clientOptions(o *azblob.ClientOptions) *container.ClientOptions {
-	var c azblob.ClientOptions
-	if o != nil {
-		c = *o
-	}
-	c.PerRetryPolicies = append(append([]policy.Policy(nil), c.PerRetryPolicies...), countTries{})
-	return (*container.ClientOptions)(&c)
 }
 
 // EnsureContainer creates the container unless it exists (emulators, first
@@ -232,22 +199,4 @@ func (c *cancelOnClose) Close() error {
 	err := c.ReadCloser.Close()
 	c.cancel()
 	return err
-}
-
-// countTries counts the tries of a call whose context carries a counter.
-type countTries struct{}
-
-type triesKey struct{}
-
-func (countTries) Do(req *policy.Request) (*http.Response, error) {
-	if n, ok := req.Raw().Context().Value(triesKey{}).(*atomic.Int32); ok {
-		n.Add(1)
-	}
-	return req.Next()
-}
-
-// withTries returns ctx carrying a fresh try counter.
-func withTries(ctx context.Context) (context.Context, *atomic.Int32) {
-	n := new(atomic.Int32)
-	return context.WithValue(ctx, triesKey{}, n), n
 }

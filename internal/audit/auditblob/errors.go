@@ -12,8 +12,9 @@ import (
 	"unicode/utf8"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
+
+	"github.com/credvault/credvault/internal/blobclient"
 )
 
 var (
@@ -56,10 +57,7 @@ func mapErr(ctx context.Context, verb, what string, err error) error {
 	}
 	var re *azcore.ResponseError
 	if errors.As(err, &re) {
-		se := &statusError{status: re.StatusCode, code: re.ErrorCode, err: re}
-		if re.RawResponse != nil {
-			se.requestID = re.RawResponse.Header.Get("x-ms-request-id")
-		}
+		se := blobclient.NewStatusError(re)
 		var class error
 		switch code, s := bloberror.Code(re.ErrorCode), re.StatusCode; {
 		case code == bloberror.ContainerNotFound:
@@ -86,62 +84,17 @@ func mapErr(ctx context.Context, verb, what string, err error) error {
 	if errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
 		return fmt.Errorf("%s: no answer in time: %w", prefix, context.DeadlineExceeded)
 	}
-	var te *tokenError
+	var te *blobclient.TokenError
 	if errors.As(err, &te) {
 		return fmt.Errorf("%s: %w: %w", prefix, ErrAccessDenied, te)
 	}
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		// url.Error's message quotes the URL, query and all: keep its cause.
-		return fmt.Errorf("%s: %w", prefix, &transportError{err: ue})
+		return fmt.Errorf("%s: %w", prefix, &blobclient.TransportError{Err: ue})
 	}
 	return fmt.Errorf("%s: %w", prefix, err)
 }
-
-// statusError is a service's error answer, told briefly: the SDK's own
-// message holds the whole response. It unwraps to the *azcore.ResponseError.
-type statusError struct {
-	status    int
-	code      string
-	requestID string
-	err       *azcore.ResponseError
-}
-
-func (e *statusError) Error() string {
-	s := fmt.Sprintf("HTTP %d", e.status)
-	if e.code != "" {
-		s += " " + e.code
-	}
-	if e.requestID != "" {
-		s += " (request id " + e.requestID + ")"
-	}
-	return s
-}
-
-func (e *statusError) Unwrap() error { return e.err }
-
-// transportError is a request that got no answer, told without its URL.
-type transportError struct{ err *url.Error }
-
-func (e *transportError) Error() string { return e.err.Op + " request: " + e.err.Err.Error() }
-func (e *transportError) Unwrap() error { return e.err }
-
-// tokenCredential marks the errors of getting a token, so that mapErr can
-// tell them from the network's.
-type tokenCredential struct{ azcore.TokenCredential }
-
-func (c tokenCredential) GetToken(ctx context.Context, o policy.TokenRequestOptions) (azcore.AccessToken, error) {
-	t, err := c.TokenCredential.GetToken(ctx, o)
-	if err != nil && ctx.Err() == nil {
-		err = &tokenError{err}
-	}
-	return t, err
-}
-
-type tokenError struct{ err error }
-
-func (e *tokenError) Error() string { return "get token: " + e.err.Error() }
-func (e *tokenError) Unwrap() error { return e.err }
 
 // validName refuses names Azure cannot hold as given: empty, longer than
 // 1024 characters, not UTF-8, with control characters or '\\', ending in '.'
@@ -157,29 +110,4 @@ func validName(name string) error {
 		return errInvalidName
 	}
 	return nil
-}
-
-// validContainerName applies Azure's rules: 3 to 63 lowercase letters,
-// digits and single hyphens, starting and ending with a letter or digit.
-func validContainerName(name string) error {
-	bad := len(name) < 3 || len(name) > 63 || name[0] == '-' || name[len(name)-1] == '-' || strings.Contains(name, "--")
-	for _, r := range name {
-		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
-			bad = true
-		}
-	}
-	if bad {
-		return fmt.Errorf("auditblob: container name %q: want 3 to 63 lowercase letters, digits and single hyphens", name)
-	}
-	return nil
-}
-
-// redactURL drops a URL's query and user info, which may hold secrets.
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		return "(unparsable URL)"
-	}
-	u.RawQuery, u.User, u.Fragment = "", nil, ""
-	return u.String()
 }

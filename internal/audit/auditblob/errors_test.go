@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+
+	"github.com/credvault/credvault/internal/blobclient"
 )
 
 // The service's error answers map to this package's errors and keep the
@@ -114,9 +116,9 @@ func TestConnectionRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = s.Append(t.Context(), segName, []byte(secretPayload))
-	var te *transportError
+	var te *blobclient.TransportError
 	if !errors.As(err, &te) {
-		t.Fatalf("Append to a closed port: err = %v, want a transportError", err)
+		t.Fatalf("Append to a closed port: err = %v, want a *blobclient.TransportError", err)
 	}
 	checkNoSecrets(t, "Append to a closed port", err)
 }

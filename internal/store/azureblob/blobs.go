@@ -24,7 +24,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/streaming"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
@@ -33,6 +32,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 
+	"github.com/credvault/credvault/internal/blobclient"
 	"github.com/credvault/credvault/internal/store"
 )
 
@@ -89,7 +89,11 @@ var _ store.Blobs = (*Blobs)(nil)
 // account a connection string names (Azurite's, or a shared-key one). It makes
 // no network call.
 func NewFromConnectionString(connStr, container string, opt Options) (*Blobs, error) {
-	return newFromConnectionString(connStr, container, opt)
+	c, err := blobclient.OpenConnectionString(connStr, container, clientOptions(opt.Client))
+	if err != nil {
+		return nil, fmt.Errorf("azureblob: %w", err)
+	}
+	return newBlobs(c, container, opt), nil
 }
 
 // New returns an adapter for the container in the account at accountURL
@@ -97,41 +101,11 @@ func NewFromConnectionString(connStr, container string, opt Options) (*Blobs, er
 // credential such as a managed identity. It makes no network call; the first
 // call asks for the first token.
 func New(accountURL, container string, cred azcore.TokenCredential, opt Options) (*Blobs, error) {
-	return newWithToken(accountURL, container, cred, opt)
-}
-
-func newFromConnectionString(connStr, name string, opt Options) (*Blobs, error) {
-	if err := validContainerName(name); err != nil {
-		return nil, err
-	}
-	c, err := container.NewClientFromConnectionString(connStr, name, (*container.ClientOptions)(clientOptions(opt.Client)))
+	c, err := blobclient.Open(accountURL, container, cred, clientOptions(opt.Client))
 	if err != nil {
-		// The SDK's message may quote the connection string: leave it out.
-		return nil, fmt.Errorf("azureblob: connection string for container %q is not usable", name)
+		return nil, fmt.Errorf("azureblob: %w", err)
 	}
-	return newBlobs(c, name, opt), nil
-}
-
-func newWithToken(accountURL, name string, cred azcore.TokenCredential, opt Options) (*Blobs, error) {
-	if err := validContainerName(name); err != nil {
-		return nil, err
-	}
-	if cred == nil {
-		return nil, errors.New("azureblob: no credential")
-	}
-	u, err := url.Parse(accountURL)
-	if err != nil || u.Host == "" || u.RawQuery != "" || u.User != nil {
-		return nil, fmt.Errorf("azureblob: account URL %q is not of the form https://<account>.blob.core.windows.net", redactURL(accountURL))
-	}
-	if u.Scheme != "https" {
-		return nil, fmt.Errorf("azureblob: account URL %q: bearer tokens are sent over https only", redactURL(accountURL))
-	}
-	u.Path = strings.TrimSuffix(u.Path, "/") + "/" + name
-	c, err := container.NewClient(u.String(), tokenCredential{cred}, (*container.ClientOptions)(clientOptions(opt.Client)))
-	if err != nil {
-		return nil, fmt.Errorf("azureblob: container %q: %v", name, err)
-	}
-	return newBlobs(c, name, opt), nil
+	return newBlobs(c, container, opt), nil
 }
 
 func newBlobs(c *container.Client, name string, opt Options) *Blobs {
@@ -143,8 +117,8 @@ func newBlobs(c *container.Client, name string, opt Options) *Blobs {
 }
 
 // clientOptions returns a copy of o with this package's retry defaults in
-// the fields left zero, and the policy that counts tries.
-func clientOptions(o *azblob.ClientOptions) *azblob.ClientOptions {
+// the fields left zero.
+func clientOptions(o *azblob.ClientOptions) *container.ClientOptions {
 	var c azblob.ClientOptions
 	if o != nil {
 		c = *o
@@ -169,9 +143,7 @@ func clientOptions(o *azblob.ClientOptions) *azblob.ClientOptions {
 			http.StatusGatewayTimeout,
 		}
 	}
-	// Copy the caller's slice before appending to it.
-	c.PerRetryPolicies = append(append([]policy.Policy(nil), c.PerRetryPolicies...), countTries{})
-	return &c
+	return (*container.ClientOptions)(&c)
 }
 
 // EnsureContainer creates the container if it is missing.
@@ -222,8 +194,8 @@ func (b *Blobs) Create(ctx context.Context, name string, data []byte) error {
 	if err := b.ready(ctx); err != nil {
 		return fmt.Errorf("create blob %q: %w", name, err)
 	}
-	tries := new(atomic.Int32)
-	_, err := b.c.NewBlockBlobClient(name).Upload(withTryCounter(ctx, tries),
+	tctx, tries := blobclient.WithTries(ctx)
+	_, err := b.c.NewBlockBlobClient(name).Upload(tctx,
 		streaming.NopCloser(bytes.NewReader(data)),
 		&blockblob.UploadOptions{
 			HTTPHeaders: &blob.HTTPHeaders{BlobContentType: to.Ptr("application/octet-stream")},
@@ -414,10 +386,7 @@ func mapErr(ctx context.Context, o op, what string, err error) error {
 	}
 	var re *azcore.ResponseError
 	if errors.As(err, &re) {
-		se := &statusError{status: re.StatusCode, code: re.ErrorCode, err: re}
-		if re.RawResponse != nil {
-			se.requestID = re.RawResponse.Header.Get("x-ms-request-id")
-		}
+		se := blobclient.NewStatusError(re)
 		code := bloberror.Code(re.ErrorCode)
 		switch s := re.StatusCode; {
 		case code == bloberror.ContainerNotFound:
@@ -443,7 +412,7 @@ func mapErr(ctx context.Context, o op, what string, err error) error {
 	if errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
 		return fmt.Errorf("%s: %w: no answer in time: %w", prefix, store.ErrUnavailable, context.DeadlineExceeded)
 	}
-	var te *tokenError
+	var te *blobclient.TokenError
 	if errors.As(err, &te) {
 		return fmt.Errorf("%s: %w: %w: %w", prefix, store.ErrUnavailable, ErrAccessDenied, te)
 	}
@@ -452,72 +421,11 @@ func mapErr(ctx context.Context, o op, what string, err error) error {
 	switch {
 	case errors.As(err, &ue):
 		// url.Error's message quotes the URL, query and all: keep its cause.
-		return fmt.Errorf("%s: %w: %w", prefix, store.ErrUnavailable, &transportError{err: ue})
+		return fmt.Errorf("%s: %w: %w", prefix, store.ErrUnavailable, &blobclient.TransportError{Err: ue})
 	case errors.As(err, &ne), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
 		return fmt.Errorf("%s: %w: %w", prefix, store.ErrUnavailable, err)
 	}
 	return fmt.Errorf("%s: %w", prefix, err)
-}
-
-// statusError is a service's error answer, told briefly: the SDK's own
-// message holds the whole response. It unwraps to the *azcore.ResponseError.
-type statusError struct {
-	status    int
-	code      string
-	requestID string
-	err       *azcore.ResponseError
-}
-
-func (e *statusError) Error() string {
-	s := fmt.Sprintf("HTTP %d", e.status)
-	if e.code != "" {
-		s += " " + e.code
-	}
-	if e.requestID != "" {
-		s += " (request id " + e.requestID + ")"
-	}
-	return s
-}
-
-func (e *statusError) Unwrap() error { return e.err }
-
-// transportError is a request that got no answer, told without its URL.
-type transportError struct{ err *url.Error }
-
-func (e *transportError) Error() string { return e.err.Op + " request: " + e.err.Err.Error() }
-func (e *transportError) Unwrap() error { return e.err }
-
-// tokenCredential marks the errors of getting a token, so that mapErr can
-// tell them from the network's.
-type tokenCredential struct{ azcore.TokenCredential }
-
-func (c tokenCredential) GetToken(ctx context.Context, o policy.TokenRequestOptions) (azcore.AccessToken, error) {
-	t, err := c.TokenCredential.GetToken(ctx, o)
-	if err != nil && ctx.Err() == nil {
-		err = &tokenError{err}
-	}
-	return t, err
-}
-
-type tokenError struct{ err error }
-
-func (e *tokenError) Error() string { return "get token: " + e.err.Error() }
-func (e *tokenError) Unwrap() error { return e.err }
-
-// countTries counts the tries of a call whose context carries a counter.
-type countTries struct{}
-
-type triesKey struct{}
-
-func withTryCounter(ctx context.Context, n *atomic.Int32) context.Context {
-	return context.WithValue(ctx, triesKey{}, n)
-}
-
-func (countTries) Do(req *policy.Request) (*http.Response, error) {
-	if n, ok := req.Raw().Context().Value(triesKey{}).(*atomic.Int32); ok {
-		n.Add(1)
-	}
-	return req.Next()
 }
 
 // validName refuses names Azure cannot hold as given: empty, longer than
@@ -549,29 +457,4 @@ func validText(s string) bool {
 		return false
 	}
 	return !strings.ContainsFunc(s, unicode.IsControl)
-}
-
-// validContainerName applies Azure's rules: 3 to 63 lowercase letters,
-// digits and single hyphens, starting and ending with a letter or digit.
-func validContainerName(name string) error {
-	bad := len(name) < 3 || len(name) > 63 || name[0] == '-' || name[len(name)-1] == '-' || strings.Contains(name, "--")
-	for _, r := range name {
-		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
-			bad = true
-		}
-	}
-	if bad {
-		return fmt.Errorf("azureblob: container name %q: want 3 to 63 lowercase letters, digits and single hyphens", name)
-	}
-	return nil
-}
-
-// redactURL drops a URL's query and user info, which may hold secrets.
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		return "(unparsable URL)"
-	}
-	u.RawQuery, u.User, u.Fragment = "", nil, ""
-	return u.String()
 }

@@ -39,6 +39,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 
+	"github.com/credvault/credvault/internal/blobclient"
 	"github.com/credvault/credvault/internal/emulators"
 	"github.com/credvault/credvault/internal/store"
 	"github.com/credvault/credvault/internal/store/storetest"
@@ -161,26 +162,28 @@ func TestConstructorsMakeNoCall(t *testing.T) {
 	if _, err := New("https://"+addr, "c-1", &fakeCred{}, Options{CreateContainer: true}); err != nil {
 		t.Errorf("New: %v", err)
 	}
-	for _, tc := range []struct{ url, container string }{
-		{"http://" + addr, "c-1"}, // a bearer token must not travel in clear
-		{"https://" + addr + "/?sig=secret", "c-1"},
-		{"not a url", "c-1"},
-		{"https://" + addr, "C"},
-		{"https://" + addr, "bad--name"},
+	// blobclient's tests hold the whole list of arguments refused; these
+	// check that the refusal reaches the caller, under this package's name.
+	for _, tc := range []struct {
+		name, url, container string
+		cred                 azcore.TokenCredential
+	}{
+		{"plain http", "http://" + addr, "c-1", &fakeCred{}}, // a bearer token must not travel in clear
+		{"query", "https://" + addr + "/?sig=secret", "c-1", &fakeCred{}},
+		{"bad container", "https://" + addr, "bad--name", &fakeCred{}},
+		{"no credential", "https://" + addr, "c-1", nil},
 	} {
-		_, err := New(tc.url, tc.container, &fakeCred{}, Options{})
-		if err == nil {
-			t.Errorf("New(%q, %q): err = nil, want an error", tc.url, tc.container)
-		} else if strings.Contains(err.Error(), "secret") {
-			t.Errorf("New(%q): error %q quotes the URL's query", tc.url, err)
+		_, err := New(tc.url, tc.container, tc.cred, Options{})
+		if err == nil || !strings.HasPrefix(err.Error(), "azureblob: ") || strings.Contains(err.Error(), "secret") {
+			t.Errorf("New (%s): err = %v, want an azureblob error that does not quote the URL's query", tc.name, err)
 		}
 	}
-	if _, err := New("https://"+addr, "c-1", nil, Options{}); err == nil {
-		t.Errorf("New without a credential: err = nil, want an error")
-	}
 	_, err := NewFromConnectionString("AccountKey=not-base64!!;Garbage", "c-1", Options{})
-	if err == nil || strings.Contains(err.Error(), "not-base64") {
-		t.Errorf("NewFromConnectionString(bad): err = %v, want an error that does not quote the string", err)
+	if err == nil || !strings.HasPrefix(err.Error(), "azureblob: ") || strings.Contains(err.Error(), "not-base64") {
+		t.Errorf("NewFromConnectionString(bad): err = %v, want an azureblob error that does not quote the string", err)
+	}
+	if _, err := NewFromConnectionString(azuriteConnStr("http://"+addr), "C", Options{}); err == nil {
+		t.Errorf("NewFromConnectionString with container \"C\": err = nil, want an error")
 	}
 }
 
@@ -619,7 +622,7 @@ func TestErrorMap(t *testing.T) {
 		{"refused", opCreate, refused, []error{store.ErrUnavailable}},
 		{"deadline", opRead, context.DeadlineExceeded, []error{store.ErrUnavailable, context.DeadlineExceeded}},
 		{"truncated body", opRead, io.ErrUnexpectedEOF, []error{store.ErrUnavailable}},
-		{"no token", opRead, &tokenError{errors.New("managed identity endpoint unreachable")}, []error{store.ErrUnavailable, ErrAccessDenied}},
+		{"no token", opRead, &blobclient.TokenError{Err: errors.New("managed identity endpoint unreachable")}, []error{store.ErrUnavailable, ErrAccessDenied}},
 		{"unknown", opRead, errors.New("something else"), none},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -647,7 +650,7 @@ func TestErrorMap(t *testing.T) {
 	})
 	t.Run("response error kept", func(t *testing.T) {
 		got := mapErr(context.Background(), opRead, "a", resp(503, "ServerBusy"))
-		if _, ok := errors.AsType[*statusError](got); !ok {
+		if _, ok := errors.AsType[*blobclient.StatusError](got); !ok {
 			t.Errorf("mapErr = %v: the status is not reachable with errors.As", got)
 		}
 	})
