@@ -129,28 +129,29 @@ func crashEnv(t *testing.T, azure bool) (*env, string) {
 	return e, kid
 }
 
-// TestCrashSafety stops the job at random points, 24 times: on the embedded
+// TestCrashSafety stops the job at random points: 32 times on the embedded
 // stores by canceling its context, or by a backend call that fails or lands
-// with its answer lost; on the emulators by canceling its context at a
-// random delay within the time an uninterrupted run takes (the SDK's
-// requests are abandoned mid-flight: some land, their answers lost), and
-// there at least 20 of the 48 interrupted runs must stop before the end.
+// with its answer lost; 24 times on the emulators by canceling its context
+// at a random delay within the time an uninterrupted run takes (the SDK's
+// requests are abandoned mid-flight: some land, their answers lost). On
+// either, at least 20 of the interrupted runs (two per time) must really
+// stop before the end.
 // Each time the job is stopped twice, then run again to the end: nothing is
 // lost, every secret decrypts, every key is where it belongs and was rotated
 // once, and what was retired is destroyed only later, once that is safe.
 func TestCrashSafety(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, azure bool) {
 		if azure {
-			testCrashSafety(t, azure, []string{"canceled"}, 20)
+			testCrashSafety(t, azure, []string{"canceled"}, 24, 20)
 		} else {
-			testCrashSafety(t, azure, []string{"canceled", "unavailable", "answer-lost"}, 0)
+			testCrashSafety(t, azure, []string{"canceled", "unavailable", "answer-lost"}, 32, 20)
 		}
 	})
 }
 
-// testCrashSafety interrupts 24 runs, in turn in each of the ways hows, and
-// wants at least minStopped of them to stop before the end.
-func testCrashSafety(t *testing.T, azure bool, hows []string, minStopped int64) {
+// testCrashSafety interrupts 2 × runs runs, in turn in each of the ways
+// hows, and wants at least minStopped of them to stop before the end.
+func testCrashSafety(t *testing.T, azure bool, hows []string, runs int, minStopped int64) {
 	// How many backend calls, and how long, an uninterrupted run takes.
 	e, _ := crashEnv(t, azure)
 	f := &faults{}
@@ -163,7 +164,6 @@ func testCrashSafety(t *testing.T, azure bool, hows []string, minStopped int64) 
 
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
-	const runs = 24
 	var interrupted atomic.Int64
 	t.Run("runs", func(t *testing.T) {
 		for i := range runs {
