@@ -349,6 +349,8 @@ func TestReportIsSavedAndLogged(t *testing.T) {
 		t.Fatalf("LastReport before any run: %v, want ErrNoReport", err)
 	}
 	e.populate(3)
+	e.rotateCMK()
+	e.clock.Advance(400 * day) // work for every step: the counts are not all zero
 	rep, err := j.Run(ctx, rotation.Request{})
 	if err != nil {
 		t.Fatal(err)
@@ -360,21 +362,50 @@ func TestReportIsSavedAndLogged(t *testing.T) {
 	if got, want := reportJSON(last), reportJSON(rep); got != want {
 		t.Fatalf("LastReport = %s, want %s", got, want)
 	}
-	var generic map[string]any
+	var generic struct {
+		Started, Finished, Complete any
+		Steps                       []map[string]any
+	}
 	if err := json.Unmarshal([]byte(reportJSON(rep)), &generic); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"started", "finished", "complete", "steps"} {
-		if _, ok := generic[k]; !ok {
-			t.Errorf("report JSON has no %q: %s", k, reportJSON(rep))
-		}
+	if generic.Started == nil || generic.Finished == nil || generic.Complete == nil {
+		t.Errorf("report JSON lacks started, finished or complete: %s", reportJSON(rep))
 	}
-	if len(rep.Steps) != 4 {
+	if len(rep.Steps) != 4 || len(generic.Steps) != 4 {
 		t.Fatalf("report has %d steps, want 4", len(rep.Steps))
 	}
+	// Every count of every step is in the JSON and in the step's group of
+	// the one log line, with the same value.
 	var line map[string]any
-	if err := json.Unmarshal(logs.Bytes(), &line); err != nil || line["msg"] != "rotation" || line["kek"] == nil {
-		t.Fatalf("log line %q (%v): want one JSON line, msg rotation, a group per step", logs.String(), err)
+	if err := json.Unmarshal(logs.Bytes(), &line); err != nil || line["msg"] != "rotation" {
+		t.Fatalf("log line %q (%v): want one JSON line, msg rotation", logs.String(), err)
+	}
+	fields := []string{"examined", "added", "rewrapped", "reencrypted", "retired", "destroyed",
+		"collected", "failed", "keyVaultCalls", "durationMs", "backlog"}
+	nonzero := map[string]bool{}
+	for i, s := range rep.Steps {
+		group, ok := line[string(s.Step)].(map[string]any)
+		if !ok {
+			t.Fatalf("log line has no group for step %s: %s", s.Step, logs.String())
+		}
+		for _, f := range fields {
+			inJSON, ok := generic.Steps[i][f]
+			if !ok {
+				t.Errorf("step %s: report JSON has no %q", s.Step, f)
+			}
+			if group[f] != inJSON {
+				t.Errorf("step %s: log has %s=%v, report %v", s.Step, f, group[f], inJSON)
+			}
+			if n, _ := inJSON.(float64); n != 0 {
+				nonzero[f] = true
+			}
+		}
+	}
+	for _, f := range []string{"examined", "added", "rewrapped", "reencrypted", "retired", "keyVaultCalls"} {
+		if !nonzero[f] {
+			t.Errorf("no step reports any %s after a run with work for every step: %s", f, reportJSON(rep))
+		}
 	}
 	if strings.Contains(logs.String(), "rotation-marker") || strings.Contains(logs.String(), "owner-0") {
 		t.Fatal("the log line holds a value or an owner id")
