@@ -85,6 +85,9 @@ func serve(ctx context.Context, cfg config.Config, getenv func(string) string, l
 	if err != nil {
 		return err
 	}
+	if err := checkRotationBudget("host.json", cfg.Rotation.Budget); err != nil {
+		return err
+	}
 	a, err := openApp(cfg, log)
 	if err != nil {
 		return err

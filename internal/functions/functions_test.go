@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 // repoRoot is the repository root, seen from this package's folder (the
@@ -207,5 +208,37 @@ func writeFile(t *testing.T, path, content string) {
 	}
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestHostTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		want    time.Duration
+		ok, bad bool
+	}{
+		{in: "00:10:00", want: 10 * time.Minute, ok: true},
+		{in: "01:30:05", want: 90*time.Minute + 5*time.Second, ok: true},
+		{in: "1.02:00:00", want: 26 * time.Hour, ok: true},
+		{in: " 00:05:00 ", want: 5 * time.Minute, ok: true},
+		{in: "-1"},
+		{in: ""},
+		{in: "10m", bad: true},
+		{in: "00:60:00", bad: true},
+		{in: "24:00:00", bad: true},
+		{in: "00:00:00", bad: true},
+		{in: "0:5:0", bad: true},
+	} {
+		d, ok, err := Host{FunctionTimeout: tc.in}.Timeout()
+		if (err != nil) != tc.bad || ok != tc.ok || d != tc.want {
+			t.Errorf("Timeout(%q) = %v, %v, %v; want %v, %v, error %v", tc.in, d, ok, err, tc.want, tc.ok, tc.bad)
+		}
+	}
+	h, err := LoadHost(filepath.Join(repoRoot, "host.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, ok, err := h.Timeout(); err != nil || !ok || d != 10*time.Minute {
+		t.Errorf("the repository's host.json functionTimeout = %v, %v, %v; want 10m, above the default rotation budget (8 min)", d, ok, err)
 	}
 }
