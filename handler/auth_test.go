@@ -297,6 +297,30 @@ func TestEntraHostileTokensThroughTheAPI(t *testing.T) {
 	if len(cases) < 25 {
 		t.Fatalf("only %d hostile cases", len(cases))
 	}
+	// The problem's detail names the class of failure (and nothing of the
+	// token): one case of each class.
+	wantDetail := map[string]string{
+		"two dots only":                      "the token is malformed",
+		"untrusted key, its own kid":         "the token's signing key is unknown",
+		"untrusted key, the authority's kid": "the token's signature is not valid",
+		"expired an hour ago":                "the token has expired",
+		"not valid for 10 minutes":           "the token is not valid yet",
+		"issuer elsewhere":                   "the token's issuer is not accepted",
+		"wrong audience":                     "the token's audience is not accepted",
+		"tenant not allowed":                 "the token's tenant is not allowed",
+		"no oid":                             "the token lacks required claims",
+		"Basic scheme":                       "a bearer token is required",
+		"valid token, no roles at all":       "the caller lacks the role this operation needs",
+	}
+	names := map[string]bool{}
+	for _, c := range cases {
+		names[c.name] = true
+	}
+	for name := range wantDetail {
+		if !names[name] {
+			t.Fatalf("wantDetail names %q, which is not a case", name)
+		}
+	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			method, path, body := "GET", "/api/credentials", any(nil)
@@ -311,7 +335,11 @@ func TestEntraHostileTokensThroughTheAPI(t *testing.T) {
 				t.Fatalf("status %d: a hostile token got through or broke the server (body %s)", r.status, r.body)
 			}
 			wantProblem(t, c.name, r, c.want)
-			t.Logf("%d: %s", r.status, r.json(t)["detail"])
+			detail, _ := r.json(t)["detail"].(string)
+			t.Logf("%d: %s", r.status, detail)
+			if want, ok := wantDetail[c.name]; ok && detail != want {
+				t.Errorf("detail %q, want %q", detail, want)
+			}
 			if c.want == http.StatusUnauthorized && !strings.HasPrefix(r.header.Get("WWW-Authenticate"), "Bearer") {
 				t.Errorf("401 without a Bearer challenge: WWW-Authenticate %q", r.header.Get("WWW-Authenticate"))
 			}
