@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/base64"
 	"fmt"
 	"net/http"
@@ -97,6 +98,27 @@ func TestPagingCoversEverySecretOnceInStableOrder(t *testing.T) {
 	all, _ := e.walk(t, "/api/admin/credentials", admin, 5)
 	if len(all) != len(want)+1 {
 		t.Fatalf("admin listing = %v, want alice's %d secrets and bob's", all, len(want))
+	}
+	// Owners appear as their keyed hashes, never as ids.
+	r := e.do("GET", "/api/admin/credentials?limit=100", admin, nil)
+	wantStatus(t, "admin listing", r, http.StatusOK)
+	var p listPage
+	decode(t, r.body, &p)
+	wantOwner := map[string]string{"bobs": e.ownerHash("bob")}
+	for _, n := range want {
+		wantOwner[n] = e.ownerHash("alice")
+	}
+	for _, it := range p.Items {
+		if it.Owner != wantOwner[it.Name] || it.Owner == "" {
+			t.Errorf("admin listing: %s has owner %q, want the owner hash %q", it.Name, it.Owner, wantOwner[it.Name])
+		}
+	}
+	for _, user := range []string{"alice", "bob"} {
+		for _, id := range []string{ownerOf(user), identity.DevObjectID(user)} {
+			if bytes.Contains(r.body, []byte(id)) {
+				t.Errorf("the admin listing holds %s's id %q: %s", user, id, r.body)
+			}
+		}
 	}
 }
 
