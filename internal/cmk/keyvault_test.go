@@ -107,10 +107,11 @@ func kvUnwrap(t *testing.T, kv *KeyVault, w keyring.Wrapped, aad, want []byte) {
 	}
 }
 
-// TestKeyVaultContract runs the CMK contract over an RSA key (Key Vault) and
-// an oct-HSM key (Managed HSM, A256KW): same assertions as Local.
+// TestKeyVaultContract runs the CMK contract over an RSA key (Key Vault), an
+// RSA-HSM key (HSM-protected, Premium vault or Managed HSM) and an oct-HSM
+// key (Managed HSM, A256KW): same assertions as Local.
 func TestKeyVaultContract(t *testing.T) {
-	for _, kty := range []kvfake.KeyType{kvfake.RSA2048, kvfake.OctHSM} {
+	for _, kty := range []kvfake.KeyType{kvfake.RSA2048, kvfake.RSAHSM, kvfake.OctHSM} {
 		t.Run(string(kty), func(t *testing.T) {
 			cmktest.TestWrapper(t, func(t *testing.T) cmktest.Harness {
 				return newKVEnv(t, kty, fastRetry()).harness()
@@ -126,6 +127,7 @@ func TestKeyVaultWrapNamesVersionAndAlgorithm(t *testing.T) {
 	}{
 		{kvfake.RSA2048, 256},
 		{kvfake.RSA3072, 384},
+		{kvfake.RSAHSM, 384},
 		{kvfake.OctHSM, aesKWLen},
 	} {
 		t.Run(string(tc.kty), func(t *testing.T) {

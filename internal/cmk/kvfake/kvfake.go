@@ -66,6 +66,7 @@ type KeyType string
 const (
 	RSA2048 KeyType = "RSA-2048" // kty RSA, wraps with RSA-OAEP-256
 	RSA3072 KeyType = "RSA-3072"
+	RSAHSM  KeyType = "RSA-HSM" // an HSM-protected RSA 3072 key (Premium vault or Managed HSM): kty RSA-HSM, RSA-OAEP-256
 	OctHSM  KeyType = "oct-HSM" // a Managed HSM AES-256 key, wraps with A256KW
 )
 
@@ -177,7 +178,7 @@ func (v *Vault) addVersion(name string, kty KeyType) string {
 	switch kty {
 	case RSA2048:
 		ver.rsa, err = rsa.GenerateKey(rand.Reader, 2048)
-	case RSA3072:
+	case RSA3072, RSAHSM:
 		ver.rsa, err = rsa.GenerateKey(rand.Reader, 3072)
 	case OctHSM:
 		ver.aes = make([]byte, 32)
@@ -449,7 +450,10 @@ func crypt(k *version, op, alg string, value []byte) ([]byte, error) {
 }
 
 func kty(k *version) string {
-	if k.rsa != nil {
+	switch {
+	case k.kty == RSAHSM:
+		return string(azkeys.KeyTypeRSAHSM)
+	case k.rsa != nil:
 		return string(azkeys.KeyTypeRSA)
 	}
 	return string(azkeys.KeyTypeOctHSM)
