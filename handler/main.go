@@ -52,6 +52,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	case "token":
 		return mintToken(cfg, args, stdout)
 	case "rotate-cmk":
+		if cfg.KeyVault.URL != "" {
+			return errors.New("rotate-cmk rotates the local key file; the CMK is in Key Vault here (CREDVAULT_KEYVAULT_URL): rotate it there (az keyvault key rotate) and the rotation job re-wraps the domain keys")
+		}
 		key, err := cmk.OpenLocal(cfg.DataDir, cmk.LocalOptions{})
 		if err != nil {
 			return err
