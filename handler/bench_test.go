@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/credvault/credvault/internal/audit"
 	"github.com/credvault/credvault/internal/config"
 	"github.com/credvault/credvault/internal/identity"
 	"github.com/credvault/credvault/internal/vault"
@@ -141,6 +142,34 @@ func BenchmarkHTTPAudit(b *testing.B) {
 				benchHTTP(b, a, h, op, 16)
 			})
 		}
+	}
+}
+
+// BenchmarkHTTPAuditFloor is the same load against a bare handler that only
+// answers a fixed body, with (closed) and without one audit record through
+// the app's trail: what a durable, group-committed record costs on this
+// machine's disk when a request does nothing else. The vault's closed-mode
+// cost cannot be lower than this floor's.
+func BenchmarkHTTPAuditFloor(b *testing.B) {
+	for _, mode := range []string{"closed", "off"} {
+		b.Run(fmt.Sprintf("get/bare/%s/c16", mode), func(b *testing.B) {
+			a, _ := benchApp(b, nil)
+			ev := audit.Event{Op: audit.OpSecretRead, Outcome: audit.Success, Status: http.StatusOK,
+				Principal: audit.PrincipalUser, Roles: []string{"Credentials.Read"}, Version: 1, KEK: 1,
+				Owner: "bench-owner", Caller: "bench-owner", Name: "bench-secret"}
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if mode == "closed" {
+					if err := a.trail.Record(r.Context(), ev); err != nil {
+						http.Error(w, "audit", http.StatusServiceUnavailable)
+						return
+					}
+				}
+				io.Copy(io.Discard, r.Body)
+				w.Header().Set("Content-Type", "application/json")
+				w.Write([]byte(`{"name":"s","version":1,"value":"a 64-byte secret value ..................................."}`))
+			})
+			benchHTTP(b, a, h, "get", 16)
+		})
 	}
 }
 
