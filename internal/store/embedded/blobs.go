@@ -261,7 +261,7 @@ func (b *Blobs) Delete(ctx context.Context, name string) error {
 		}
 		return fmt.Errorf("delete blob %q: %w", name, err)
 	}
-	if err := syncDir(b.path(pathDir(name))); err != nil {
+	if err := b.syncDir(b.path(pathDir(name))); err != nil {
 		return fmt.Errorf("delete blob %q: %w", name, err)
 	}
 	return nil
