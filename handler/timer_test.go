@@ -38,6 +38,15 @@ func TestTimerSchedule(t *testing.T) {
 		t.Fatal(err)
 	}
 	from := time.Date(2030, 1, 1, 10, 2, 30, 0, time.UTC)
+	// folder writes one function.json at path (under a new working
+	// directory) with a trigger of type typ on schedule.
+	folder := func(path, typ, schedule string) func(t *testing.T) string {
+		return func(t *testing.T) string {
+			d := t.TempDir()
+			writeFunctionJSON(t, filepath.Join(d, path), typ, schedule)
+			return d
+		}
+	}
 	for _, c := range []struct {
 		name    string
 		setup   func(t *testing.T) string // returns the working directory
@@ -69,34 +78,22 @@ func TestTimerSchedule(t *testing.T) {
 			want: "0 */5 * * * *", next: time.Date(2030, 1, 1, 10, 5, 0, 0, time.UTC),
 		},
 		{
-			name: "deployed layout, the setting from the configuration",
-			setup: func(t *testing.T) string {
-				d := t.TempDir()
-				writeFunctionJSON(t, filepath.Join(d, "rotate"), "timerTrigger", "%CREDVAULT_ROTATION_SCHEDULE%")
-				return d
-			},
-			env:  map[string]string{"CREDVAULT_ROTATION_SCHEDULE": "30 45 * * * 1"}, // Mondays, hourly at :45:30
-			want: "30 45 * * * 1", next: time.Date(2030, 1, 7, 0, 45, 30, 0, time.UTC),
+			name:  "deployed layout, the setting from the configuration",
+			setup: folder("rotate", "timerTrigger", "%CREDVAULT_ROTATION_SCHEDULE%"),
+			env:   map[string]string{"CREDVAULT_ROTATION_SCHEDULE": "30 45 * * * 1"}, // Mondays, hourly at :45:30
+			want:  "30 45 * * * 1", next: time.Date(2030, 1, 7, 0, 45, 30, 0, time.UTC),
 		},
 		{
-			name: "another app setting, from the environment",
-			setup: func(t *testing.T) string {
-				d := t.TempDir()
-				writeFunctionJSON(t, filepath.Join(d, "functions", "rotate"), "timerTrigger", "%MY_ROTATE_SCHEDULE%")
-				return d
-			},
-			env:  map[string]string{"MY_ROTATE_SCHEDULE": "0 0 */6 * * *"},
-			want: "0 0 */6 * * *", next: time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC),
+			name:  "another app setting, from the environment",
+			setup: folder("functions/rotate", "timerTrigger", "%MY_ROTATE_SCHEDULE%"),
+			env:   map[string]string{"MY_ROTATE_SCHEDULE": "0 0 */6 * * *"},
+			want:  "0 0 */6 * * *", next: time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC),
 		},
 		{
-			name: "rotate is not a timer: the configured schedule",
-			setup: func(t *testing.T) string {
-				d := t.TempDir()
-				writeFunctionJSON(t, filepath.Join(d, "functions", "rotate"), "httpTrigger", "0 */5 * * * *")
-				return d
-			},
-			env:  map[string]string{"CREDVAULT_ROTATION_SCHEDULE": "0 0 22 * * *"},
-			want: "0 0 22 * * *", next: time.Date(2030, 1, 1, 22, 0, 0, 0, time.UTC),
+			name:  "rotate is not a timer: the configured schedule",
+			setup: folder("functions/rotate", "httpTrigger", "0 */5 * * * *"),
+			env:   map[string]string{"CREDVAULT_ROTATION_SCHEDULE": "0 0 22 * * *"},
+			want:  "0 0 22 * * *", next: time.Date(2030, 1, 1, 22, 0, 0, 0, time.UTC),
 		},
 		{
 			name:  "no function folders: the configured schedule",
@@ -105,30 +102,18 @@ func TestTimerSchedule(t *testing.T) {
 			want:  "0 0 11 * * *", next: time.Date(2030, 1, 1, 11, 0, 0, 0, time.UTC),
 		},
 		{
-			name: "an unset app setting",
-			setup: func(t *testing.T) string {
-				d := t.TempDir()
-				writeFunctionJSON(t, filepath.Join(d, "functions", "rotate"), "timerTrigger", "%UNSET_SCHEDULE%")
-				return d
-			},
+			name:    "an unset app setting",
+			setup:   folder("functions/rotate", "timerTrigger", "%UNSET_SCHEDULE%"),
 			wantErr: "UNSET_SCHEDULE is empty",
 		},
 		{
-			name: "five fields",
-			setup: func(t *testing.T) string {
-				d := t.TempDir()
-				writeFunctionJSON(t, filepath.Join(d, "functions", "rotate"), "timerTrigger", "0 3 * * *")
-				return d
-			},
+			name:    "five fields",
+			setup:   folder("functions/rotate", "timerTrigger", "0 3 * * *"),
 			wantErr: "six fields",
 		},
 		{
-			name: "a bad configured schedule",
-			setup: func(t *testing.T) string {
-				d := t.TempDir()
-				writeFunctionJSON(t, filepath.Join(d, "functions", "rotate"), "timerTrigger", "%CREDVAULT_ROTATION_SCHEDULE%")
-				return d
-			},
+			name:    "a bad configured schedule",
+			setup:   folder("functions/rotate", "timerTrigger", "%CREDVAULT_ROTATION_SCHEDULE%"),
 			env:     map[string]string{"CREDVAULT_ROTATION_SCHEDULE": "0 0 25 * * *"},
 			wantErr: "not a valid NCRONTAB",
 		},
