@@ -70,35 +70,3 @@ func TimerInvocation(function, binding string, last, next, now time.Time, pastDu
 		Metadata: map[string]json.RawMessage{binding: info, "sys": sys},
 	}
 }
-
-// Timeout is host.json's functionTimeout: how long the host lets one
-// invocation run before it stops the function. It is a TimeSpan,
-// [d.]hh:mm:ss; "-1" (no limit, Premium and Dedicated plans) and an absent
-// value (the plan's default) give ok false.
-func (h Host) Timeout() (d time.Duration, ok bool, err error) {
-	s := strings.TrimSpace(h.FunctionTimeout)
-	if s == "" || s == "-1" {
-		return 0, false, nil
-	}
-	m := timeSpan.FindStringSubmatch(s)
-	if m == nil {
-		return 0, false, fmt.Errorf("host.json functionTimeout %q: want [d.]hh:mm:ss or -1", s)
-	}
-	var n [4]int
-	for i, f := range m[1:] {
-		if f != "" {
-			fmt.Sscan(f, &n[i])
-		}
-	}
-	if n[1] > 23 || n[2] > 59 || n[3] > 59 {
-		return 0, false, fmt.Errorf("host.json functionTimeout %q: hours, minutes or seconds out of range", s)
-	}
-	d = time.Duration(n[0])*24*time.Hour + time.Duration(n[1])*time.Hour +
-		time.Duration(n[2])*time.Minute + time.Duration(n[3])*time.Second
-	if d <= 0 {
-		return 0, false, fmt.Errorf("host.json functionTimeout %q: not a positive duration", s)
-	}
-	return d, true, nil
-}
-
-var timeSpan = regexp.MustCompile(`^(?:(\d{1,3})\.)?(\d{1,2}):(\d{2}):(\d{2})$`)
