@@ -142,7 +142,7 @@ func TestTokenCommandErrors(t *testing.T) {
 // dir's local CMK and makes it current; the old version still unwraps what
 // it wrapped, and a secret stored before reads back after a restart.
 func TestRotateCMKCommand(t *testing.T) {
-	e := start(t)
+	e := startWith(t, false) // the local key file: the embedded backends whatever CREDVAULT_TEST_BACKENDS says
 	alice := e.token("alice")
 	wantStatus(t, "PUT before rotate-cmk", e.do("PUT", "/api/credentials/a", alice, `{"value":"before-rotation"}`), 201)
 	old := e.app.localCMK.Current()
@@ -390,7 +390,7 @@ func TestLocalCMKWarning(t *testing.T) {
 		check(t, lines, dir)
 	})
 	t.Run("app with telemetry", func(t *testing.T) {
-		e := start(t)
+		e := startWith(t, false)
 		check(t, logLines(t, e.logs.String()), e.dir, e.env["APPLICATIONINSIGHTS_CONNECTION_STRING"])
 		e.restart() // the key file exists now: still one warning per start
 		lines := logLines(t, e.logs.String())

@@ -106,7 +106,7 @@ func startPrepared(t testing.TB, azure bool, prepare func(e *testEnv), settings 
 }
 
 // useAzure points the configuration at the emulators and a Key Vault fake,
-// with a container and a database of the test's own.
+// with containers (ciphertext, audit) and a database of the test's own.
 func (e *testEnv) useAzure() {
 	e.kv = kvfake.New(e.t, kvfake.Options{})
 	e.kid = e.kv.CreateKey("credvault-cmk")
@@ -119,6 +119,7 @@ func (e *testEnv) useAzure() {
 		"CREDVAULT_COSMOS_ENDPOINT":        emulators.Cosmos(e.t),
 		"CREDVAULT_COSMOS_KEY":             emulators.CosmosKey,
 		"CREDVAULT_COSMOS_DATABASE":        name,
+		"CREDVAULT_AUDIT_CONTAINER":        name + "-audit",
 		"CREDVAULT_CREATE_CONTAINERS":      "true",
 	} {
 		if _, set := e.env[k]; !set {
