@@ -53,7 +53,7 @@ type Blobs struct {
 	syncedDirs sync.Map
 	nSynced    atomic.Int64
 
-	// dirSyncs holds a groupSync per blob directory (by path).
+	// dirSyncs holds a groupSync per blob directory and kind (by syncKey).
 	dirSyncs sync.Map
 }
 
@@ -125,20 +125,33 @@ func (b *Blobs) Create(ctx context.Context, name string, data []byte) error {
 		}
 		return fmt.Errorf("create blob %q: %w", name, err)
 	}
-	if err := b.syncDir(b.path(dir)); err != nil {
+	if err := b.groupSync(b.path(dir), true); err != nil {
 		return fmt.Errorf("create blob %q: %w", name, err)
 	}
 	return nil
 }
 
-// syncDir fsyncs a blob directory, sharing the fsync with concurrent
-// callers (see groupSync).
-func (b *Blobs) syncDir(path string) error {
-	g, _ := b.dirSyncs.LoadOrStore(path, &groupSync{})
-	return g.(*groupSync).do(func() error { return syncDir(path) })
+// groupSync makes a change to a blob directory durable, sharing the sync
+// with concurrent callers of the same kind (see groupSync): syncCreated
+// after a Create (data and name), syncDir after a Delete (the name alone).
+func (b *Blobs) groupSync(path string, created bool) error {
+	sync := syncDir
+	if created {
+		sync = syncCreated
+	}
+	g, _ := b.dirSyncs.LoadOrStore(syncKey{path, created}, &groupSync{})
+	return g.(*groupSync).do(func() error { return sync(path) })
 }
 
-// tempFile is a blob's bytes, fsync'd, not yet under their name.
+// syncKey names a group of syncs: a directory, and whether it is a
+// Create's (whose group must not be led by a Delete's lighter sync).
+type syncKey struct {
+	path    string
+	created bool
+}
+
+// tempFile is a blob's bytes, not yet under their name (not yet durable on
+// Linux, where syncCreated syncs them after the link).
 type tempFile interface {
 	linkTo(path string) error // create-only: fs.ErrExist when path exists
 	discard()
@@ -261,7 +274,7 @@ func (b *Blobs) Delete(ctx context.Context, name string) error {
 		}
 		return fmt.Errorf("delete blob %q: %w", name, err)
 	}
-	if err := b.syncDir(b.path(pathDir(name))); err != nil {
+	if err := b.groupSync(b.path(pathDir(name)), false); err != nil {
 		return fmt.Errorf("delete blob %q: %w", name, err)
 	}
 	return nil
