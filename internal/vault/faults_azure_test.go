@@ -47,17 +47,23 @@ func TestFaultsAzure(t *testing.T) {
 	key := testKeyVault(t, fake, nil, nil)
 	ops := faultOps()
 	if testing.Short() {
-		ops = slices.DeleteFunc(ops, func(op faultOp) bool {
-			switch strings.TrimSuffix(op.name, " on a new instance") {
-			case "put a new version", "get", "delete":
-				return false
-			}
-			return true
-		})
+		ops = putGetDeleteOps()
 		t.Logf("-short: %d operations of the table's %d", len(ops), len(faultOps()))
 	}
 	runFaults(t, ops, func(t *testing.T) *faultEnv {
 		return newFaultEnvOn(t, azureStores(t), key, Options{})
+	})
+}
+
+// putGetDeleteOps are the operations of the fault table that put a new
+// version, get and delete, on a warm and on a new instance.
+func putGetDeleteOps() []faultOp {
+	return slices.DeleteFunc(faultOps(), func(op faultOp) bool {
+		switch strings.TrimSuffix(op.name, " on a new instance") {
+		case "put a new version", "get", "delete":
+			return false
+		}
+		return true
 	})
 }
 
@@ -75,7 +81,12 @@ func requireEmulators(t *testing.T) {
 // and every document of the Cosmos container, read whole.
 func azureStores(t *testing.T) faultStores {
 	t.Helper()
-	s := azurestores.New(t, "faults-")
+	return azureStoresOf(azurestores.New(t, "faults-"))
+}
+
+// azureStoresOf returns the fault stores of s: its adapters, and what they
+// keep at rest.
+func azureStoresOf(s azurestores.Stores) faultStores {
 	blobs := s.Blobs
 	return faultStores{blobs: blobs, meta: s.Meta, atRest: func(t *testing.T) map[string][]byte {
 		t.Helper()

@@ -85,7 +85,7 @@ func runFaults(t *testing.T, ops []faultOp, newEnv func(*testing.T) *faultEnv) {
 			}
 			for _, method := range slices.Sorted(maps.Keys(counts)) {
 				for n := 1; n <= counts[method]; n++ {
-					for _, kind := range faultKinds {
+					for _, kind := range e.f.kinds() {
 						t.Run(fmt.Sprintf("%s#%d/%s", method, n, kind), func(t *testing.T) {
 							t.Parallel()
 							e := op.prepare(t, newEnv)

@@ -40,6 +40,16 @@ const (
 	// faultLost: the call is made and lands, but its answer is lost: the
 	// caller sees store.ErrUnavailable.
 	faultLost
+
+	// The faults of an HTTP operation of an Azure SDK client, on every try
+	// (see sdkFaults): nothing is sent.
+	//
+	// faultThrottled: 429 with a Retry-After beyond the retry budget.
+	faultThrottled
+	// faultDown: 503 on every try, the retries included.
+	faultDown
+	// faultSlow: no answer until the try's context ends.
+	faultSlow
 )
 
 var faultKinds = []faultKind{faultUnavailable, faultDeadline, faultLost}
@@ -52,11 +62,37 @@ func (k faultKind) String() string {
 		return "deadline"
 	case faultLost:
 		return "landed-answer-lost"
+	case faultThrottled:
+		return "429-retry-after"
+	case faultDown:
+		return "503-every-try"
+	case faultSlow:
+		return "latency-past-timeout"
 	}
 	return "none"
 }
 
 var errInjected = errors.New("injected fault")
+
+// faultInjector is where a fault environment injects its faults: above the
+// stores (faults, through faultyBlobs and faultyMeta) or inside the SDK
+// clients of the Azure adapters (sdkFaults). It counts the calls by method
+// and fails the nth call of one method with one kind of fault.
+type faultInjector interface {
+	// arm resets the counts and fails the nth call of method from now on.
+	arm(method string, nth int, kind faultKind)
+	// reset forgets the counts and the trace and disarms the fault.
+	reset()
+	count(method string) int
+	// snapshot returns the counts and the trace so far.
+	snapshot() (map[string]int, []string)
+	// firedDetail returns the detail of the failed call and whether it failed.
+	firedDetail() (string, bool)
+	// kinds are the faults it injects.
+	kinds() []faultKind
+}
+
+var _ faultInjector = (*faults)(nil)
 
 // faults counts every backend call by method ("blobs.Create", "meta.Get", …)
 // and fails the nth call of one method with one kind of fault.
@@ -106,9 +142,12 @@ func (f *faults) firedDetail() (string, bool) {
 	return f.fired, f.fired != ""
 }
 
-// do runs call, the real backend call, unless this is the call to fail.
-func (f *faults) do(method, detail string, call func() error) error {
+func (f *faults) kinds() []faultKind { return faultKinds }
+
+// next counts a call and returns the fault it meets (faultNone: none).
+func (f *faults) next(method, detail string) faultKind {
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.counts[method]++
 	f.trace = append(f.trace, method+" "+detail)
 	kind := faultNone
@@ -118,8 +157,12 @@ func (f *faults) do(method, detail string, call func() error) error {
 			f.fired = "-"
 		}
 	}
-	f.mu.Unlock()
-	switch kind {
+	return kind
+}
+
+// do runs call, the real backend call, unless this is the call to fail.
+func (f *faults) do(method, detail string, call func() error) error {
+	switch f.next(method, detail) {
 	case faultUnavailable:
 		return fmt.Errorf("%s %s: %w: %w", method, detail, errInjected, store.ErrUnavailable)
 	case faultDeadline:
@@ -259,6 +302,17 @@ type faultStores struct {
 	// atRest returns every stored thing by a readable key ("file:…",
 	// "blob:…", "document:…") and its bytes.
 	atRest func(t *testing.T) map[string][]byte
+	// faulty, if set, are other adapters on the same stores, whose faults
+	// are injected inside them: the Vault under test runs on these as they
+	// are. Unset, it runs on blobs and meta behind faultyBlobs and faultyMeta.
+	faulty *injectedStores
+}
+
+// injectedStores are stores that fail as their injector says.
+type injectedStores struct {
+	blobs store.Blobs
+	meta  store.Metadata
+	f     faultInjector
 }
 
 // embeddedStores returns the embedded adapters over a new data dir; what
@@ -307,7 +361,9 @@ type faultEnv struct {
 	blobs  store.Blobs    // the real stores, for checks
 	meta   store.Metadata // …
 	atRest func(t *testing.T) map[string][]byte
-	f      *faults
+	f      faultInjector
+	vblobs store.Blobs    // the faulty stores
+	vmeta  store.Metadata // …
 	opt    Options
 	v      *Vault // over the faulty stores
 
@@ -327,8 +383,14 @@ func newFaultEnv(t *testing.T, key keyring.Wrapper, opt Options) *faultEnv {
 // newFaultEnvOn returns a fault environment over s, with key as the CMK.
 func newFaultEnvOn(t *testing.T, s faultStores, key keyring.Wrapper, opt Options) *faultEnv {
 	t.Helper()
-	e := &faultEnv{cmk: key, blobs: s.blobs, meta: s.meta, atRest: s.atRest, f: newFaults(), opt: opt,
+	e := &faultEnv{cmk: key, blobs: s.blobs, meta: s.meta, atRest: s.atRest, opt: opt,
 		acked: map[ackKey]json.RawMessage{}, blobsOf: map[ackKey]string{}}
+	if s.faulty != nil {
+		e.f, e.vblobs, e.vmeta = s.faulty.f, s.faulty.blobs, s.faulty.meta
+	} else {
+		f := newFaults()
+		e.f, e.vblobs, e.vmeta = f, faultyBlobs{s.blobs, f}, faultyMeta{s.meta, f}
+	}
 	e.restart()
 	return e
 }
@@ -338,8 +400,8 @@ func newFaultEnvOn(t *testing.T, s faultStores, key keyring.Wrapper, opt Options
 // one key domain, so that every owner's calls are the same whatever its
 // (random) owner hash: a fault test fails the same call in every run.
 func (e *faultEnv) restart() {
-	keys := keyring.New(e.cmk, faultyMeta{e.meta, e.f}, keyring.Options{Domains: 1})
-	e.v = New(keys, faultyBlobs{e.blobs, e.f}, faultyMeta{e.meta, e.f}, e.opt)
+	keys := keyring.New(e.cmk, e.vmeta, keyring.Options{Domains: 1})
+	e.v = New(keys, e.vblobs, e.vmeta, e.opt)
 }
 
 // clean returns a new instance over the real stores, without faults: what

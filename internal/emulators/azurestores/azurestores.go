@@ -28,6 +28,8 @@ type Stores struct {
 	Blobs *azureblob.Blobs
 	Meta  *cosmos.Metadata
 	docs  *azcosmos.ContainerClient
+
+	connStr, endpoint, name string // where they are, for Open
 }
 
 // New returns the adapters on the emulators (starting them, or skipping the
@@ -79,7 +81,24 @@ func New(t testing.TB, prefix string) Stores {
 		t.Fatal(err)
 	}
 	removeAtEnd(t, func(ctx context.Context) { db.Delete(ctx, nil) })
-	return Stores{Blobs: blobs, Meta: meta, docs: docs}
+	return Stores{Blobs: blobs, Meta: meta, docs: docs, connStr: connStr, endpoint: endpoint, name: name}
+}
+
+// Open returns more adapters on the blob container and the Cosmos database
+// of s, with the options given (a test's own retry budget or SDK pipeline
+// policies, say). The Cosmos adapter is closed when the test ends.
+func (s Stores) Open(t testing.TB, blobOpt azureblob.Options, metaOpt cosmos.Options) (*azureblob.Blobs, *cosmos.Metadata) {
+	t.Helper()
+	blobs, err := azureblob.NewFromConnectionString(s.connStr, s.name, blobOpt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta, err := cosmos.NewWithKey(s.endpoint, emulators.CosmosKey, s.name, "metadata", metaOpt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(meta.Close)
+	return blobs, meta
 }
 
 // Documents returns every document of the Cosmos container, whatever its
