@@ -437,7 +437,11 @@ func call[T any](m *Metadata, ctx context.Context, op string, fn func(context.Co
 	}
 	if r.err != nil {
 		var zero T
-		return zero, classify(op, r.err, ctx, m.timeout)
+		timeout := m.timeout
+		if cctx.Err() == nil {
+			timeout = 0 // the call had time left: a try timed out in the SDK
+		}
+		return zero, classify(op, r.err, ctx, timeout)
 	}
 	return r.v, nil
 }
@@ -447,7 +451,8 @@ func call[T any](m *Metadata, ctx context.Context, op string, fn func(context.Co
 // "delete", "list" or "setup"; caller is the caller's context, whose end is
 // reported as such. The text of Cosmos DB's answer is left out: status,
 // substatus and activity id are enough to trace a request, and nothing of a
-// document can leak into an error.
+// document can leak into an error. timeout is the call timeout when it is
+// what expired, else 0.
 func classify(op string, err error, caller context.Context, timeout time.Duration) error {
 	if cerr := caller.Err(); cerr != nil {
 		return fmt.Errorf("cosmos: %w", cerr) // the caller gave up: no sentinel, as in the embedded store
@@ -488,6 +493,9 @@ func classify(op string, err error, caller context.Context, timeout time.Duratio
 		}
 	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		if timeout == 0 {
+			return fmt.Errorf("cosmos: no answer within the client's try timeout: %w", store.ErrUnavailable)
+		}
 		return fmt.Errorf("cosmos: no answer within %s: %w", timeout, store.ErrUnavailable)
 	}
 	// Anything else comes from the transport (refused or reset connection,
