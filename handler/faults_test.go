@@ -91,7 +91,8 @@ func wantUnavailableProblem(t *testing.T, e *testEnv, what string, r response, s
 	if r.header.Get("Retry-After") == "" {
 		t.Errorf("%s: no Retry-After", what)
 	}
-	if id := r.json(t)["correlationId"]; id == "" || id == nil {
+	id, _ := r.json(t)["correlationId"].(string)
+	if id == "" {
 		t.Errorf("%s: no correlation id in %s", what, r.body)
 	}
 	internals := []string{"127.0.0.1", "localhost", "http", "credvault-cmk", "kvfake", "devstoreaccount1",
@@ -101,6 +102,9 @@ func wantUnavailableProblem(t *testing.T, e *testEnv, what string, r response, s
 		internals = append(internals, e.kv.URL())
 	}
 	body := strings.ToLower(string(r.body))
+	if id != "" { // random hex: it may spell "429" by chance
+		body = strings.ReplaceAll(body, strings.ToLower(id), "<id>")
+	}
 	for _, s := range append(internals, secrets...) {
 		if s != "" && strings.Contains(body, strings.ToLower(s)) {
 			t.Errorf("%s: the problem body %s gives away %q", what, r.body, s)
