@@ -237,8 +237,8 @@ func closedAddr(t *testing.T) string {
 // TestFaultStoreUnreachable: Blob Storage or Cosmos DB at a closed loopback
 // port (and no container creation at start): GET and PUT answer 503
 // problem+json within the adapter's call timeout per call to the store it
-// makes, and nothing changes: once
-// the store is back, the stored data is as it was and reads back.
+// makes, and nothing changes: once the store is back, the stored data is as
+// it was and reads back.
 func TestFaultStoreUnreachable(t *testing.T) {
 	for _, c := range []struct {
 		name, setting string
