@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -251,17 +250,6 @@ func TestRotateCMKRefusedWithKeyVault(t *testing.T) {
 	}
 }
 
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // serveLogs runs `handler` (serve) with env until it listens, stops it, and
 // returns its log lines (stdout, where main's logger writes).
 func serveLogs(t *testing.T, env map[string]string) []map[string]any {
@@ -304,7 +292,7 @@ func logLines(t *testing.T, s string) []map[string]any {
 	return lines
 }
 
-// warnings returns the WARN lines that mention the local key file.
+// localCMKWarnings returns the WARN lines that mention the local key file.
 func localCMKWarnings(lines []map[string]any) []map[string]any {
 	var out []map[string]any
 	for _, l := range lines {
@@ -382,9 +370,10 @@ func TestLocalCMKWarning(t *testing.T) {
 	}
 	t.Run("serve", func(t *testing.T) {
 		dir := filepath.Join(t.TempDir(), "data")
+		_, port, _ := net.SplitHostPort(closedAddr(t))
 		lines := serveLogs(t, map[string]string{
 			"CREDVAULT_DATA_DIR":           dir,
-			"FUNCTIONS_CUSTOMHANDLER_PORT": strconv.Itoa(freePort(t)),
+			"FUNCTIONS_CUSTOMHANDLER_PORT": port,
 			"CREDVAULT_RUN_TIMER":          "false",
 		})
 		check(t, lines, dir)
